@@ -1,0 +1,60 @@
+"""The `geomoe` command line: one sub-command per job, each defined in geomoe/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command name -> module in geomoe.commands exposing `add_parser(subparsers)`;
+# each parser sets `func(args) -> int`. Modules import lazily so `geomoe --help` stays fast.
+COMMANDS: dict[str, str] = {
+    "catalog": "geomoe.commands.catalog",
+    "embed-region": "geomoe.commands.embed",
+    "plot": "geomoe.commands.plot",
+    "pretrain": "geomoe.commands.pretrain",
+    "probe": "geomoe.commands.probe",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geomoe", description="Landsat archives to analysis-ready embedding cubes."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=f"(run `geomoe {name} --help`)")
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # command not available in this build
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except GeomoeError as exc:
+        print(f"geomoe {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+from geomoe.errors import GeomoeError  # noqa: E402  (kept below main for readability)
+
+if __name__ == "__main__":
+    sys.exit(main())

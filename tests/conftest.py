@@ -1,0 +1,29 @@
+"""Shared fixtures: where the real data lives. Area-specific fixtures live in each tests/<area>/conftest.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: The workplace's real data, beside the checkout (CI has it at ../shared/data).
+SHARED_DATA = Path(os.environ.get("GEOMOE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set GEOMOE_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def bundled_catalog() -> Path:
+    return REPO / "catalogs" / "catalog.json"
