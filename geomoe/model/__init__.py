@@ -1,0 +1,17 @@
+"""The MoE-MAE model: build, encode, embed, pretrain forward, and safe checkpoint I/O.
+
+>>> from geomoe.model import build_model, load_checkpoint
+>>> model = build_model("S")                 # img 40, patch 4, 7 bands
+>>> out = model.encode(images)               # images (B, 7, 40, 40) z-scored
+>>> out.tokens.shape                         # (B, 105, 144)
+"""
+
+from geomoe.model.checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint, save_published
+from geomoe.model.config import METADATA_ORDER, SIZES, ModelConfig, config_for
+from geomoe.model.mae import POOLINGS, EncoderOutput, MAEOutput, ModelInputError, MoEMAE, build_model
+
+__all__ = [
+    "METADATA_ORDER", "POOLINGS", "SIZES", "EncoderOutput", "MAEOutput", "ModelConfig", "ModelInputError",
+    "MoEMAE", "build_model", "checkpoint_sha256", "config_for", "load_checkpoint", "save_checkpoint",
+    "save_published",
+]

@@ -1,0 +1,143 @@
+"""Transformer building blocks of the MoE-MAE: grouped-query attention and the SwiGLU MoE.
+
+Both are numerically the published blocks, re-laid-out for speed:
+
+* GQA: one fused q/k/v projection and ``F.scaled_dot_product_attention``. K/V are never
+  repeated: the published model gives head ``h`` the K/V group ``h mod G``, so the ``H/G``
+  heads that share a group are stacked along the query axis of that group instead.
+* MoE: the experts share ``V`` and ``W2`` (published design), so the top-2 mixture can be
+  taken *before* ``W2``: ``sum_k g_k (W2 h_k + b) = W2 (sum_k g_k h_k) + b`` with
+  ``h_k = silu(W_k x) * V x``. One fused matmul gives every expert's ``W x`` and ``V x``; no
+  Python loop over experts, ``V x`` and ``W2`` are computed once per token instead of twice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _cv(x: Tensor) -> Tensor:
+    """Coefficient of variation (population std / mean), as the published balancing loss."""
+    return x.std(unbiased=False) / (x.mean() + 1e-6)
+
+
+class GroupedQueryAttention(nn.Module):
+    """Multi-head self-attention with ``groups`` shared K/V heads; head h reads group h mod G.
+
+    Parameters: ``qkv`` (D + 2*G*d, D) = [q; k; v] rows, ``proj`` (D, D), all with bias.
+    """
+
+    def __init__(self, dim: int, heads: int, groups: int) -> None:
+        super().__init__()
+        if dim % heads or heads % groups:
+            raise ValueError("dim must divide by heads and heads by groups")
+        self.dim, self.heads, self.groups = dim, heads, groups
+        self.head_dim = dim // heads
+        self.kv_dim = groups * self.head_dim
+        self.qkv = nn.Linear(dim, dim + 2 * self.kv_dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, N, D) -> (B, N, D)."""
+        b, n, _ = x.shape
+        g, r, d = self.groups, self.heads // self.groups, self.head_dim
+        qkv = self.qkv(x)
+        q, k, v = qkv.split([self.dim, self.kv_dim, self.kv_dim], dim=-1)
+        # head h = r_idx * G + g_idx  (so h mod G = g_idx): view heads as (R, G)
+        q = q.reshape(b, n, r, g, d).permute(0, 3, 2, 1, 4).reshape(b, g, r * n, d)
+        k = k.reshape(b, n, g, d).transpose(1, 2)  # (B, G, N, d), a view
+        v = v.reshape(b, n, g, d).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q, k, v)  # (B, G, R*N, d)
+        o = o.reshape(b, g, r, n, d).permute(0, 3, 2, 1, 4).reshape(b, n, self.dim)
+        return self.proj(o)
+
+
+class MoEFeedForward(nn.Module):
+    """Noisy top-k gated mixture of SwiGLU experts with shared ``V`` and ``W2``.
+
+    Parameters: ``gate`` (2E, D) = [Wg; Wnoise]; ``w_in`` ((E+1)*h, D) = [W_0; ...; W_{E-1}; V];
+    ``w_out`` (D, h) = W2. Routing noise ``N(0,1) * softplus(Wnoise x)`` is added only in
+    training mode; in eval the top-k of the clean logits ``Wg x`` is used (deterministic).
+    """
+
+    def __init__(
+        self, dim: int, hidden: int, experts: int, top_k: int = 2, dropout: float = 0.1,
+        w_importance: float = 0.01, w_load: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if experts <= top_k:
+            raise ValueError(f"need more experts ({experts}) than top_k ({top_k})")
+        self.dim, self.hidden, self.experts, self.top_k = dim, hidden, experts, top_k
+        self.w_importance, self.w_load = w_importance, w_load
+        self.gate = nn.Linear(dim, 2 * experts)
+        self.w_in = nn.Linear(dim, (experts + 1) * hidden)
+        self.w_out = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def route(self, flat: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Gate tokens. flat (T, D) -> (gates (T, E) dense, zero off the top-k; idx (T, k); loss ()).
+
+        Computed in float32 even under autocast, so routing does not flip with precision.
+        """
+        e, k = self.experts, self.top_k
+        with torch.autocast(flat.device.type, enabled=False):
+            both = F.linear(flat.float(), self.gate.weight.float(), self.gate.bias.float())
+            logits, noise_logits = both.split([e, e], dim=-1)
+            noise_scale = F.softplus(noise_logits)
+            if self.training:
+                noise = torch.randn(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+                h = logits + noise * noise_scale
+            else:
+                h = logits
+            vals, idx = torch.topk(h, k + 1, dim=-1)
+            weights = torch.softmax(vals[:, :k], dim=-1)
+            gates = torch.zeros_like(h).scatter_(1, idx[:, :k], weights)
+            # Balancing loss (Shazeer et al.), exactly as the published layer computes it.
+            importance = gates.sum(0)
+            l_k, l_k1 = vals[:, k - 1 : k], vals[:, k : k + 1]
+            psi = torch.where(h > l_k, l_k, torch.where(h <= l_k1, l_k1, h))
+            load = torch.special.ndtr((logits - psi) / noise_scale).sum(0)
+            loss = self.w_importance * _cv(importance) + self.w_load * _cv(load)
+        return gates, idx[:, :k], loss
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, N, D) -> (y (B, N, D), balancing loss scalar)."""
+        b, n, dim = x.shape
+        flat = x.reshape(b * n, dim)
+        gates, _, loss = self.route(flat, generator)
+        a = self.w_in(flat)  # (T, (E+1)*h)
+        e, hid = self.experts, self.hidden
+        hw = F.silu(a[:, : e * hid]).view(-1, e, hid)
+        mixed = torch.bmm(gates.to(hw.dtype).unsqueeze(1), hw).squeeze(1)  # (T, h) = sum_e g_e silu(W_e x)
+        y = self.w_out(mixed * a[:, e * hid :])
+        return self.dropout(y).view(b, n, dim), loss
+
+
+class MoEBlock(nn.Module):
+    """Pre-norm encoder layer: ``x + GQA(LN(x))`` then ``x + MoE(LN(x))``."""
+
+    def __init__(
+        self, dim: int, hidden: int, experts: int, heads: int, groups: int, top_k: int = 2,
+        dropout: float = 0.1, w_importance: float = 0.01, w_load: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = GroupedQueryAttention(dim, heads, groups)
+        self.norm2 = nn.LayerNorm(dim)
+        self.moe = MoEFeedForward(dim, hidden, experts, top_k, dropout, w_importance, w_load)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, N, D) -> (x (B, N, D), balancing loss scalar)."""
+        x = x + self.attn(self.norm1(x))
+        y, loss = self.moe(self.norm2(x), generator)
+        return x + y, loss
+
+
+def init_uniform_fan_in(t: Tensor, fan_in: int) -> None:
+    """nn.Linear's default bias/weight init range (1/sqrt(fan_in)) for hand-made parameters."""
+    bound = 1.0 / math.sqrt(fan_in)
+    nn.init.uniform_(t, -bound, bound)
