@@ -1,0 +1,604 @@
+"""STAC items + AOI -> batches of 40x40 Landsat chips (uint16 DN) with their metadata.
+
+``plan_chips`` decides which chips exist (no pixel reads); ``iter_chips`` reads them tile by
+tile (blocks of 16x16 chips, a bounded number in flight), masks them, and yields ChipBatch.
+
+Decisions:
+- Chips under ``min_valid`` are never in ``pixels``; they are reported in ``skipped_index``/
+  ``skipped_valid`` of the next batch (a final batch may have N=0 but carry skipped chips).
+- Masked pixels (cloud, shadow...) inside a kept chip keep their DN unchanged: the published
+  model was trained on unmasked patches, and the valid fraction says how much is masked.
+  Fill pixels are 0 already.
+- Mosaic: scenes of one CRS and one solar day form one group; per chip the *primary* item is
+  the first (by datetime, then id) whose footprint intersects the chip; its ``time`` and
+  ``item_id`` are the chip's, and later scenes fill only pixels the earlier ones left invalid.
+- Items whose native pixels are not 30 m (the downsampled ~480 m QA scenes) are still read onto
+  the 30 m fixed grid by nearest neighbour (pixels repeat); the item grid uses native pixels.
+- Order is deterministic: groups by (grid, epsg, day), chips by tile then row, col.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time as _time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pystac
+import shapely.geometry as sg
+
+from geomoe.bands import zscore
+from geomoe.errors import NoScenesError
+from geomoe.grid import (
+    CHIP_METERS,
+    CHIP_PIXELS,
+    GRID_MODES,
+    PIXEL_METERS,
+    GridError,
+    ItemGrid,
+    fixed_chips,
+    footprint_in_crs,
+    item_chips,
+    item_datetime,
+    item_epsg,
+    item_transform_shape,
+    make_item_grid,
+    solar_day,
+    transformer,
+)
+from geomoe.meta import encode_datetime64, encode_latlon
+from geomoe.qa import DEFAULT_MASK_BITS, bitmask
+from geomoe.reader import ItemAssets, RasterPool, read_onto_grid, resolve_assets
+
+__all__ = [
+    "CHIP_METERS",
+    "CHIP_PIXELS",
+    "ChipBatch",
+    "ChipGroup",
+    "ChipPlan",
+    "INDEX_DTYPE",
+    "iter_chips",
+    "plan_chips",
+]
+
+log = logging.getLogger("geomoe.chips")
+
+#: Chips per tile side: a tile (16x16 chips = 640x640 px x 7 bands, 5.7 MB) is the read unit.
+TILE_CHIPS = 16
+
+INDEX_DTYPE = np.dtype([("epsg", np.int32), ("row", np.int64), ("col", np.int64), ("time", "datetime64[s]")])
+
+
+def _chip_dtype(max_id_len: int) -> np.dtype:
+    return np.dtype(
+        [("row", np.int64), ("col", np.int64), ("time", "datetime64[s]"), ("item_id", f"U{max(max_id_len, 1)}")]
+    )
+
+
+@dataclass
+class ChipGroup:
+    """Items of one CRS (and, on the fixed grid, one solar day) and the chips they give.
+
+    ``chips``: structured array (row int64, col int64, time datetime64[s], item_id str),
+    one per (row, col) on the fixed grid (the primary item's), one per (item, row, col) on the
+    item grid; sorted in reading order.
+    """
+
+    epsg: int
+    grid: str
+    items: list[pystac.Item]
+    chips: np.ndarray
+    day: np.datetime64 | None = None
+    assets: dict[str, ItemAssets] = field(default_factory=dict, repr=False)
+    item_grids: dict[str, ItemGrid] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+
+@dataclass
+class ChipPlan:
+    """Every chip the items give inside the AOI, grouped; built without reading pixels."""
+
+    groups: list[ChipGroup]
+    items_without_chips: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    def summary(self) -> str:
+        parts = [
+            f"EPSG:{g.epsg} {g.grid}{' ' + str(g.day) if g.day is not None else ''}: "
+            f"{len(g.items)} items, {len(g)} chips"
+            for g in self.groups
+        ]
+        return f"{len(self)} chips in {len(self.groups)} groups ({'; '.join(parts) or 'none'})"
+
+
+@dataclass
+class ChipBatch:
+    """A batch of N kept chips and the chips skipped since the previous batch.
+
+    pixels (N, 7, 40, 40) uint16 DN (SR_B1..SR_B7); week, hour, lat, lon (N, 2) float32 (sin, cos);
+    valid (N,) float32 valid fraction; index (N,) INDEX_DTYPE (epsg, row, col, time);
+    x, y (N,) float64 chip centre in its CRS; item_id (N,) str;
+    skipped_index (M,) INDEX_DTYPE and skipped_valid (M,) float32 for chips under min_valid.
+    """
+
+    pixels: np.ndarray
+    week: np.ndarray
+    hour: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    valid: np.ndarray
+    index: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    item_id: np.ndarray
+    skipped_index: np.ndarray
+    skipped_valid: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def zscored(self) -> np.ndarray:
+        """(N, 7, 40, 40) float32 z-scored with the published DN statistics (the model's input)."""
+        return zscore(self.pixels)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _as_items(items: Iterable) -> list[pystac.Item]:
+    out, seen = [], set()
+    for it in items:
+        if isinstance(it, dict):
+            it = pystac.Item.from_dict(it)
+        if not isinstance(it, pystac.Item):
+            raise TypeError(f"expected pystac.Item or item dict, got {type(it).__name__}")
+        if it.id in seen:
+            continue
+        seen.add(it.id)
+        out.append(it)
+    return out
+
+
+def _as_aoi(aoi) -> sg.base.BaseGeometry | None:
+    if aoi is None or isinstance(aoi, sg.base.BaseGeometry):
+        return aoi
+    try:
+        from geomoe.aoi import load_aoi
+    except ImportError:  # pragma: no cover - aoi module is part of the package
+        load_aoi = None
+    if load_aoi is not None:
+        return load_aoi(aoi)
+    return sg.shape(aoi.get("geometry", aoi) if isinstance(aoi, dict) else aoi)
+
+
+def _grid_mode(item: pystac.Item, grid: str | None) -> str:
+    mode = grid or item.properties.get("geomoe:chip_grid")
+    if mode is None:
+        try:
+            coll = item.get_collection() if item.collection_id else None
+        except Exception:  # an unresolvable collection link is not an error here
+            coll = None
+        mode = coll.extra_fields.get("geomoe:chip_grid") if coll is not None else None
+    mode = mode or "fixed"
+    if mode not in GRID_MODES:
+        raise GridError(f"unknown chip grid {mode!r} (item {item.id!r}): use one of {GRID_MODES}")
+    return mode
+
+
+def _sort_chips(chips: np.ndarray, by_item: bool) -> np.ndarray:
+    tr = chips["row"] // TILE_CHIPS
+    tc = chips["col"] // TILE_CHIPS
+    keys = [chips["col"], chips["row"], tc, tr]
+    if by_item:
+        keys.append(chips["item_id"])
+    return chips[np.lexsort(keys)]
+
+
+def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: RasterPool | None = None) -> ChipPlan:
+    """Decide every chip (no pixel reads): group items by CRS (+ solar day) and enumerate chips.
+
+    items: pystac Items (Landsat 8/9, 7 SR bands). aoi: shapely geometry in EPSG:4326 (or anything
+    ``geomoe.aoi.load_aoi`` reads), None = whole items. grid: "fixed" | "item" | None (item
+    property ``geomoe:chip_grid``, else "fixed"). Raises MissingBandError / UnknownCRSError
+    before anything is read, and NoScenesError for no items.
+    """
+    t0 = _time.perf_counter()
+    items = _as_items(items)
+    if not items:
+        raise NoScenesError("no items to chip: the search found no scenes for this AOI and time range")
+    if grid is not None and grid not in GRID_MODES:
+        raise GridError(f"unknown chip grid {grid!r}: use one of {GRID_MODES}")
+    aoi = _as_aoi(aoi)
+    own_pool = pool is None
+    pool = pool or RasterPool()
+    try:
+        buckets: dict[tuple, list[pystac.Item]] = collections.defaultdict(list)
+        assets: dict[str, ItemAssets] = {}
+        for it in items:
+            epsg = item_epsg(it)
+            assets[it.id] = resolve_assets(it)  # MissingBandError before any read
+            item_datetime(it)
+            mode = _grid_mode(it, grid)
+            key = (mode, epsg, solar_day(it) if mode == "fixed" else None)
+            buckets[key].append(it)
+        groups: list[ChipGroup] = []
+        empty: list[str] = []
+        id_len = max(len(it.id) for it in items)
+        for key in sorted(buckets, key=lambda k: (k[0], k[1], str(k[2]))):
+            mode, epsg, day = key
+            its = sorted(buckets[key], key=lambda i: (item_datetime(i), i.id))
+            parts, item_grids = [], {}
+            for prio, it in enumerate(its):
+                t = np.datetime64(item_datetime(it), "s")
+                if mode == "fixed":
+                    fp = footprint_in_crs(it, epsg, aoi)
+                    rows, cols = fixed_chips(fp)
+                else:
+                    ig = _item_grid(it, assets[it.id], epsg, pool)
+                    item_grids[it.id] = ig
+                    geom = footprint_in_crs(it, epsg, aoi) if aoi is not None else None
+                    rows, cols = item_chips(ig, geom)
+                if rows.size == 0:
+                    empty.append(it.id)
+                    continue
+                c = np.empty(rows.size, _chip_dtype(id_len))
+                c["row"], c["col"], c["time"], c["item_id"] = rows, cols, t, it.id
+                parts.append((prio, c))
+            if not parts:
+                continue
+            chips = np.concatenate([c for _, c in parts])
+            if mode == "fixed" and len(parts) > 1:
+                prio = np.concatenate([np.full(len(c), p) for p, c in parts])
+                order = np.lexsort([prio, chips["col"], chips["row"]])
+                chips = chips[order]
+                first = np.ones(len(chips), bool)
+                first[1:] = (chips["row"][1:] != chips["row"][:-1]) | (chips["col"][1:] != chips["col"][:-1])
+                chips = chips[first]
+            chips = _sort_chips(chips, by_item=(mode == "item"))
+            used = set(np.unique(chips["item_id"]).tolist())
+            groups.append(
+                ChipGroup(
+                    epsg=epsg,
+                    grid=mode,
+                    items=[i for i in its if i.id in used],
+                    chips=chips,
+                    day=day,
+                    assets={i.id: assets[i.id] for i in its if i.id in used},
+                    item_grids={k: v for k, v in item_grids.items() if k in used},
+                )
+            )
+        return ChipPlan(groups=groups, items_without_chips=empty, seconds=_time.perf_counter() - t0)
+    finally:
+        if own_pool:
+            pool.close()
+
+
+def _item_grid(item: pystac.Item, assets: ItemAssets, epsg: int, pool: RasterPool) -> ItemGrid:
+    ts = item_transform_shape(item, assets.keys[0])
+    if ts is None:  # no proj:transform/shape: read the header (cheap, no pixels)
+        ds = pool.open(assets.hrefs[0], epsg)
+        ts = ds.transform, (ds.height, ds.width)
+    return make_item_grid(ts[0], ts[1], item.id)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Tile:
+    group: ChipGroup
+    chips: np.ndarray  # subset of group.chips
+
+
+@dataclass
+class _TileResult:
+    group: ChipGroup
+    chips: np.ndarray
+    pixels: np.ndarray  # (k, 7, 40, 40) uint16
+    valid: np.ndarray  # (k,) float32
+    x: np.ndarray
+    y: np.ndarray
+
+
+def _tiles(plan: ChipPlan, epsg: int | None, window: tuple[int, int, int, int] | None) -> Iterator[_Tile]:
+    for g in plan.groups:
+        if epsg is not None and g.epsg != epsg:
+            continue
+        chips = g.chips
+        if window is not None:
+            r0, r1, c0, c1 = window
+            sel = (chips["row"] >= r0) & (chips["row"] < r1) & (chips["col"] >= c0) & (chips["col"] < c1)
+            chips = chips[sel]
+        if len(chips) == 0:
+            continue
+        key = np.stack([chips["row"] // TILE_CHIPS, chips["col"] // TILE_CHIPS], axis=1)
+        if g.grid == "item":
+            ids = chips["item_id"]
+            change = np.ones(len(chips), bool)
+            change[1:] = (ids[1:] != ids[:-1]) | np.any(key[1:] != key[:-1], axis=1)
+        else:
+            change = np.ones(len(chips), bool)
+            change[1:] = np.any(key[1:] != key[:-1], axis=1)
+        starts = np.nonzero(change)[0].tolist() + [len(chips)]
+        for a, b in zip(starts[:-1], starts[1:]):
+            yield _Tile(g, chips[a:b])
+
+
+def _blocks(arr: np.ndarray, nr: int, nc: int) -> np.ndarray:
+    """(C, nr*40, nc*40) -> (nr, nc, C, 40, 40) view-free copy."""
+    c = arr.shape[0]
+    return arr.reshape(c, nr, CHIP_PIXELS, nc, CHIP_PIXELS).transpose(1, 3, 0, 2, 4)
+
+
+def _read_fixed(tile: _Tile, pool: RasterPool, mask: np.uint16) -> _TileResult:
+    g, chips = tile.group, tile.chips
+    rmin, rmax = int(chips["row"].min()), int(chips["row"].max())
+    cmin, cmax = int(chips["col"].min()), int(chips["col"].max())
+    nr, nc = rmax - rmin + 1, cmax - cmin + 1
+    x0, ytop = cmin * CHIP_METERS, (rmax + 1) * CHIP_METERS
+    H, W = nr * CHIP_PIXELS, nc * CHIP_PIXELS
+    mosaic: np.ndarray | None = None
+    mvalid: np.ndarray | None = None
+    needed = set(chips["item_id"].tolist())
+    for it in g.items:  # priority order
+        a = g.assets[it.id]
+        if len(g.items) > 1 and it.id not in needed and mvalid is not None and mvalid.all():
+            continue
+        bands = []
+        for href in a.hrefs:
+            ds = pool.open(href, g.epsg)
+            arr = read_onto_grid(ds, href, x0, ytop, H, W, PIXEL_METERS)
+            if arr is None:
+                break
+            bands.append(arr)
+        if len(bands) != len(a.hrefs):
+            continue  # no overlap with this tile
+        px = np.stack(bands)
+        v = np.minimum.reduce(px, axis=0) != 0
+        if a.qa_href is not None and mask:
+            qa = read_onto_grid(pool.open(a.qa_href, g.epsg), a.qa_href, x0, ytop, H, W, PIXEL_METERS)
+            if qa is not None:
+                v &= (qa & mask) == 0
+        if mosaic is None:
+            mosaic, mvalid = px, v
+        else:
+            fill = v & ~mvalid
+            if fill.any():
+                mosaic[:, fill] = px[:, fill]
+                mvalid |= fill
+    if mosaic is None:
+        mosaic = np.zeros((7, H, W), np.uint16)
+        mvalid = np.zeros((H, W), bool)
+    bi = rmax - chips["row"]
+    bj = chips["col"] - cmin
+    pix = _blocks(mosaic, nr, nc)[bi, bj]  # fancy index -> (k, 7, 40, 40) copy
+    vfrac = mvalid.reshape(nr, CHIP_PIXELS, nc, CHIP_PIXELS).mean(axis=(1, 3), dtype=np.float32)[bi, bj]
+    x = (chips["col"] + 0.5) * CHIP_METERS
+    y = (chips["row"] + 0.5) * CHIP_METERS
+    return _TileResult(g, chips, np.ascontiguousarray(pix), vfrac.astype(np.float32), x, y)
+
+
+def _read_item(tile: _Tile, pool: RasterPool, mask: np.uint16) -> _TileResult:
+    g, chips = tile.group, tile.chips
+    item_id = str(chips["item_id"][0])
+    ig = g.item_grids[item_id]
+    a = g.assets[item_id]
+    rmin, rmax = int(chips["row"].min()), int(chips["row"].max())
+    cmin, cmax = int(chips["col"].min()), int(chips["col"].max())
+    nr, nc = rmax - rmin + 1, cmax - cmin + 1
+    pr0, pc0 = ig.chip_window(rmin, cmin)
+    from rasterio.windows import Window
+
+    from geomoe.reader import _read
+
+    win = Window(pc0, pr0, nc * CHIP_PIXELS, nr * CHIP_PIXELS)
+    bands = []
+    for href in a.hrefs:
+        ds = pool.open(href, g.epsg)
+        if (ds.height, ds.width) != ig.shape:
+            raise GridError(
+                f"raster {href} is {ds.height}x{ds.width} px but item {item_id!r} declares "
+                f"{ig.shape[0]}x{ig.shape[1]} (proj:shape): fix the item metadata"
+            )
+        bands.append(_read(ds, win, href))
+    px = np.stack(bands)
+    v = np.minimum.reduce(px, axis=0) != 0
+    if a.qa_href is not None and mask:
+        v &= (_read(pool.open(a.qa_href, g.epsg), win, a.qa_href) & mask) == 0
+    bi = chips["row"] - rmin
+    bj = chips["col"] - cmin
+    pix = _blocks(px, nr, nc)[bi, bj]
+    vfrac = v.reshape(nr, CHIP_PIXELS, nc, CHIP_PIXELS).mean(axis=(1, 3), dtype=np.float32)[bi, bj]
+    x, y = ig.chip_centre(chips["row"], chips["col"])
+    return _TileResult(g, chips, np.ascontiguousarray(pix), vfrac.astype(np.float32), np.asarray(x, float), np.asarray(y, float))
+
+
+def _read_tile(tile: _Tile, pool: RasterPool, mask: np.uint16) -> _TileResult:
+    return _read_item(tile, pool, mask) if tile.group.grid == "item" else _read_fixed(tile, pool, mask)
+
+
+def _index(epsg: np.ndarray, chips: np.ndarray) -> np.ndarray:
+    idx = np.empty(len(chips), INDEX_DTYPE)
+    idx["epsg"], idx["row"], idx["col"], idx["time"] = epsg, chips["row"], chips["col"], chips["time"]
+    return idx
+
+
+class ChipStream:
+    """Iterator of ChipBatch returned by :func:`iter_chips`; ``stats`` counts kept/skipped chips.
+
+    Reads tiles on ``workers`` threads with at most ``workers + prefetch`` tiles in flight, so
+    memory is bounded by a few tiles plus one batch whatever the AOI size.
+    """
+
+    def __init__(self, plan: ChipPlan, batch_size: int, min_valid: float, epsg, window, mask_bits,
+                 workers: int, prefetch: int) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if not 0.0 <= min_valid <= 1.0:
+            raise ValueError(f"min_valid must be in [0, 1], got {min_valid}")
+        self.plan = plan
+        self.stats = {"planned": len(plan), "kept": 0, "skipped": 0, "zero_chip_items": []}
+        self._gen = self._run(batch_size, min_valid, epsg, window, bitmask(mask_bits), max(1, workers), max(0, prefetch))
+
+    def __iter__(self) -> ChipStream:
+        return self
+
+    def __next__(self) -> ChipBatch:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def _run(self, batch_size, min_valid, epsg, window, mask, workers, prefetch) -> Iterator[ChipBatch]:
+        pool = RasterPool()
+        ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geomoe-chips") if workers > 1 else None
+        kept: list[tuple] = []  # (pixels, valid, chips, epsg, x, y) pieces
+        n_kept = 0
+        skipped: list[tuple] = []
+        per_item_kept: collections.Counter = collections.Counter()
+        per_item_planned: collections.Counter = collections.Counter()
+        try:
+            tiles = _tiles(self.plan, epsg, window)
+            inflight: collections.deque = collections.deque()
+
+            def results() -> Iterator[_TileResult]:
+                if ex is None:
+                    for t in tiles:
+                        yield _read_tile(t, pool, mask)
+                    return
+                for t in tiles:
+                    inflight.append(ex.submit(_read_tile, t, pool, mask))
+                    if len(inflight) > workers + prefetch:
+                        yield inflight.popleft().result()
+                while inflight:
+                    yield inflight.popleft().result()
+
+            for res in results():
+                ok = res.valid >= min_valid
+                ids = res.chips["item_id"]
+                per_item_planned.update(ids.tolist())
+                per_item_kept.update(ids[ok].tolist())
+                if not ok.all():
+                    bad = ~ok
+                    skipped.append((_index(np.int32(res.group.epsg), res.chips[bad]), res.valid[bad]))
+                    self.stats["skipped"] += int(bad.sum())
+                if ok.any():
+                    part = (res.pixels[ok] if not ok.all() else res.pixels, res.valid[ok], res.chips[ok],
+                            res.group.epsg, res.x[ok], res.y[ok])
+                    kept.append(part)
+                    n_kept += int(ok.sum())
+                while n_kept >= batch_size:
+                    batch, kept, n_kept = self._take(kept, batch_size, skipped)
+                    skipped = []
+                    self.stats["kept"] += len(batch)
+                    yield batch
+            if n_kept or skipped:
+                batch, kept, n_kept = self._take(kept, n_kept, skipped)
+                self.stats["kept"] += len(batch)
+                yield batch
+            zero = sorted(i for i in per_item_planned if per_item_kept[i] == 0)
+            self.stats["zero_chip_items"] = zero
+            if self.stats["kept"] == 0:
+                log.warning(
+                    "0 chips kept of %d planned: every chip is under min_valid=%.2f (cloud, shadow or fill)",
+                    self.stats["planned"], min_valid,
+                )
+            elif zero:
+                log.warning("%d scene(s) gave 0 chips over min_valid=%.2f: %s", len(zero), min_valid, ", ".join(zero[:10]))
+        finally:
+            for f in inflight if ex is not None else ():
+                f.cancel()
+            if ex is not None:
+                ex.shutdown(wait=True, cancel_futures=True)
+            pool.close()
+
+    @staticmethod
+    def _take(kept: list, n: int, skipped: list) -> tuple[ChipBatch, list, int]:
+        """Cut the first n kept chips into a batch; returns (batch, rest, n_rest)."""
+        take, rest, got = [], [], 0
+        for part in kept:
+            k = len(part[1])
+            if got >= n:
+                rest.append(part)
+            elif got + k <= n:
+                take.append(part)
+                got += k
+            else:
+                m = n - got
+                take.append(tuple(p[:m] if isinstance(p, np.ndarray) else p for p in part))
+                rest.append(tuple(p[m:] if isinstance(p, np.ndarray) else p for p in part))
+                got = n
+        n_rest = sum(len(p[1]) for p in rest)
+        if take:
+            pixels = np.concatenate([p[0] for p in take])
+            valid = np.concatenate([p[1] for p in take]).astype(np.float32)
+            chips = np.concatenate([p[2] for p in take])
+            epsg = np.concatenate([np.full(len(p[1]), p[3], np.int32) for p in take])
+            x = np.concatenate([p[4] for p in take]).astype(np.float64)
+            y = np.concatenate([p[5] for p in take]).astype(np.float64)
+        else:
+            pixels = np.zeros((0, 7, CHIP_PIXELS, CHIP_PIXELS), np.uint16)
+            valid = np.zeros(0, np.float32)
+            chips = np.zeros(0, _chip_dtype(1))
+            epsg = np.zeros(0, np.int32)
+            x = y = np.zeros(0, np.float64)
+        lat = np.zeros(len(x))
+        lon = np.zeros(len(x))
+        for e in np.unique(epsg):
+            s = epsg == e
+            lon[s], lat[s] = transformer(int(e), 4326).transform(x[s], y[s])
+        lat_e, lon_e = encode_latlon(lat, lon)
+        week, hour = encode_datetime64(chips["time"])
+        if skipped:
+            s_idx = np.concatenate([s[0] for s in skipped])
+            s_val = np.concatenate([s[1] for s in skipped]).astype(np.float32)
+        else:
+            s_idx, s_val = np.zeros(0, INDEX_DTYPE), np.zeros(0, np.float32)
+        batch = ChipBatch(
+            pixels=pixels,
+            week=week,
+            hour=hour,
+            lat=lat_e,
+            lon=lon_e,
+            valid=valid,
+            index=_index(epsg, chips),
+            x=x,
+            y=y,
+            item_id=chips["item_id"].astype(str),
+            skipped_index=s_idx,
+            skipped_valid=s_val,
+        )
+        return batch, rest, n_rest
+
+
+def iter_chips(
+    items: Sequence,
+    aoi=None,
+    batch_size: int = 256,
+    min_valid: float = 0.9,
+    grid: str | None = None,
+    epsg: int | None = None,
+    window: tuple[int, int, int, int] | None = None,
+    mask_bits: Iterable[int | str] = DEFAULT_MASK_BITS,
+    *,
+    plan: ChipPlan | None = None,
+    workers: int = 2,
+    prefetch: int = 1,
+) -> ChipStream:
+    """Batches of chips (see ChipBatch) for ``items`` inside ``aoi``, read lazily tile by tile.
+
+    epsg / window=(row0, row1, col0, col1) (half-open, chip indices) restrict to one tile of one
+    CRS group. ``plan`` reuses a plan from :func:`plan_chips` (same items/aoi/grid).
+    Errors (MissingBandError, UnknownCRSError, NoScenesError) are raised here, before any read.
+    """
+    if plan is None:
+        plan = plan_chips(items, aoi=aoi, grid=grid)
+    return ChipStream(plan, batch_size, min_valid, epsg, window, mask_bits, workers, prefetch)

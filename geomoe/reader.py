@@ -1,0 +1,274 @@
+"""Reading Landsat band assets: asset resolution, raster handles, windowed reads onto a grid.
+
+Loader choice, on evidence (measured 2026-11-24 on this 2-core CPU, shared with other jobs;
+synthetic 2560x2560 px x 7 band deflate COGs = 4096 chips, to uint16 (7, H, W) in memory):
+
+- direct rasterio windowed reads (this module): 5,300-7,650 chips/s single-threaded;
+- odc-stac 0.5.3 ``load(...).compute()`` on the same grid: 3,850 chips/s (threads), 2,600 (sync);
+- stackstac 0.5.1 ``stack(...).compute()``: 3,520 chips/s, and it needs ``rescale=False``,
+  ``fill_value=np.uint16(0)``, ``proj:epsg`` (pystac 1.15 writes only ``proj:code``), absolute
+  hrefs, and ``resolution=`` or it builds a 30.08 m grid from ``proj:transform``.
+
+The chip path therefore reads with rasterio directly (about 2x the xarray loaders, since the
+fixed grid is an integer pixel shift of Landsat's own grid and needs no warping) and keeps
+raw uint16 DN. odc-stac stays available for analysts as :func:`load_xarray` (lazy, dask): it
+reads ``proj:code`` and picks the same nearest pixels as this reader (checked in the tests).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pystac
+import rasterio
+import rasterio.errors
+from rasterio.windows import Window
+
+from geomoe.bands import BANDS, COMMON_NAMES
+from geomoe.errors import GeomoeError, MissingBandError, RasterReadError
+
+#: QA_PIXEL asset keys, in the order tried.
+QA_KEYS: tuple[str, ...] = ("qa_pixel", "QA_PIXEL")
+
+#: GDAL settings for cloud COGs: no directory listing, no sidecar probing, bigger cache.
+GDAL_ENV: dict[str, object] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MULTIRANGE": "YES",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "VSI_CACHE": "TRUE",
+}
+
+
+class RasterFormatError(GeomoeError, ValueError):
+    """A band raster is readable but not Landsat C2 L2 DN (wrong dtype, CRS mismatch...)."""
+
+
+@dataclass(frozen=True)
+class ItemAssets:
+    """Where an item's 7 SR bands (SR_B1..SR_B7 order) and optional QA_PIXEL live."""
+
+    item_id: str
+    keys: tuple[str, ...]
+    hrefs: tuple[str, ...]
+    qa_href: str | None
+
+
+def band_keys(item: pystac.Item) -> tuple[str, ...]:
+    """Asset keys of SR_B1..SR_B7 in ``item``; MissingBandError names the first band absent."""
+    keys = []
+    for band in BANDS:
+        cands = (COMMON_NAMES[band], band, band.lower())
+        key = next((k for k in cands if k in item.assets), None)
+        if key is None:
+            platform = str(item.properties.get("platform", "")).lower()
+            hint = ""
+            if band == "SR_B1" and any(p in platform for p in ("landsat-4", "landsat-5", "landsat-7")):
+                hint = f" ({platform} has no coastal band; geomoe needs Landsat 8 or 9)"
+            raise MissingBandError(
+                f"item {item.id!r} has no asset for band {band} ({COMMON_NAMES[band]}){hint}: "
+                f"expected one of the asset keys {cands}, found {sorted(item.assets)}. "
+                "Use Landsat 8/9 Collection 2 Level-2 items with all 7 SR bands."
+            )
+        keys.append(key)
+    return tuple(keys)
+
+
+def _href(item: pystac.Item, key: str) -> str:
+    asset = item.assets[key]
+    href = asset.get_absolute_href() or asset.href
+    if not (href.startswith(("/", "http://", "https://", "s3://", "gs://", "file://", "/vsi")) or ":\\" in href):
+        raise RasterReadError(
+            f"item {item.id!r} asset {key!r} has the relative href {asset.href!r} and the item has no "
+            "self link to resolve it: open the catalog from its file (geomoe.catalog.search returns "
+            "absolute hrefs) or make the hrefs absolute"
+        )
+    return sign_href(href)
+
+
+def sign_href(href: str) -> str:
+    """Sign Planetary Computer blob URLs right before reading (tokens expire in ~45 min)."""
+    if ".blob.core.windows.net" in href and "?" not in href:
+        try:
+            import planetary_computer  # optional extra "pc"
+        except ImportError:
+            return href
+        return planetary_computer.sign_url(href)
+    return href
+
+
+def resolve_assets(item: pystac.Item) -> ItemAssets:
+    """The band and QA hrefs of an item (absolute), or MissingBandError before any read."""
+    keys = band_keys(item)
+    qa_key = next((k for k in QA_KEYS if k in item.assets), None)
+    return ItemAssets(
+        item_id=item.id,
+        keys=keys,
+        hrefs=tuple(_href(item, k) for k in keys),
+        qa_href=_href(item, qa_key) if qa_key else None,
+    )
+
+
+def _vsi(href: str) -> str:
+    if href.startswith(("http://", "https://")) and not href.startswith("/vsi"):
+        return "/vsicurl/" + href
+    if href.startswith("file://"):
+        return href[len("file://"):]
+    return href
+
+
+class RasterPool:
+    """Open rasterio datasets, one set per thread (GDAL handles are not thread-safe)."""
+
+    def __init__(self, epsg_check: bool = True) -> None:
+        self._local = threading.local()
+        self._all: list = []
+        self._lock = threading.Lock()
+        self.epsg_check = epsg_check
+
+    def open(self, href: str, epsg: int | None = None):
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = {}
+        ds = cache.get(href)
+        if ds is None:
+            try:
+                with rasterio.Env(**GDAL_ENV):
+                    ds = rasterio.open(_vsi(href))
+            except (rasterio.errors.RasterioError, OSError) as exc:
+                raise RasterReadError(
+                    f"cannot open raster {href}: {exc}. The file is missing, corrupt or truncated: "
+                    "re-download it or drop the item"
+                ) from exc
+            if ds.dtypes[0] != "uint16":
+                ds.close()
+                raise RasterFormatError(
+                    f"raster {href} holds {ds.dtypes[0]}, not uint16 DN: geomoe reads Landsat C2 L2 "
+                    "digital numbers unscaled; point the item at the SR DN COGs"
+                )
+            if epsg is not None and self.epsg_check and ds.crs is not None:
+                file_epsg = ds.crs.to_epsg()
+                if file_epsg is not None and file_epsg != epsg:
+                    ds.close()
+                    raise RasterFormatError(
+                        f"raster {href} is in EPSG:{file_epsg} but its item says EPSG:{epsg}: "
+                        "fix the item's proj:code so zones are never mixed"
+                    )
+            cache[href] = ds
+            with self._lock:
+                self._all.append(ds)
+        return ds
+
+    def close(self) -> None:
+        with self._lock:
+            for ds in self._all:
+                try:
+                    ds.close()
+                except Exception:
+                    pass
+            self._all.clear()
+
+
+def _read(ds, window: Window, href: str) -> np.ndarray:
+    try:
+        with rasterio.Env(**GDAL_ENV):
+            return ds.read(1, window=window)
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise RasterReadError(
+            f"cannot read raster {href} (window {window}): {exc}. The file is corrupt or truncated: "
+            "re-download it or drop the item"
+        ) from exc
+
+
+def read_onto_grid(
+    ds, href: str, x0: float, ytop: float, nrows: int, ncols: int, res: float = 30.0
+) -> np.ndarray | None:
+    """Band 1 of ``ds`` sampled (nearest) onto a north-up grid of ``res`` m pixels -> (nrows, ncols) uint16.
+
+    The output pixel centred at (x, y) takes the source pixel ``rasterio.index(x, y)`` (floor),
+    so a 30 m Landsat raster maps by a whole-pixel shift and coarser rasters (the downsampled
+    QA scenes, ~480 m) repeat pixels. Outside the raster: 0 (fill). None if no overlap at all.
+    """
+    t = ds.transform
+    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+        raise RasterFormatError(f"raster {href} is not north-up (transform {tuple(t)[:6]}); geomoe reads north-up rasters")
+    xs = x0 + res * (np.arange(ncols) + 0.5)
+    ys = ytop - res * (np.arange(nrows) + 0.5)
+    sc = np.floor((xs - t.c) / t.a).astype(np.int64)
+    sr = np.floor((ys - t.f) / t.e).astype(np.int64)
+    okc = np.nonzero((sc >= 0) & (sc < ds.width))[0]
+    okr = np.nonzero((sr >= 0) & (sr < ds.height))[0]
+    if okc.size == 0 or okr.size == 0:
+        return None
+    c_lo, c_hi = int(sc[okc[0]]), int(sc[okc[-1]]) + 1
+    r_lo, r_hi = int(sr[okr[0]]), int(sr[okr[-1]]) + 1
+    data = _read(ds, Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo), href)
+    full = okc.size == ncols and okr.size == nrows
+    if data.shape == (okr.size, okc.size):  # whole-pixel shift: a plain copy
+        if full:
+            return data
+        out = np.zeros((nrows, ncols), np.uint16)
+        out[okr[0] : okr[-1] + 1, okc[0] : okc[-1] + 1] = data
+        return out
+    out = np.zeros((nrows, ncols), np.uint16)
+    sub = data[np.ix_(sr[okr] - r_lo, sc[okc] - c_lo)]
+    out[okr[0] : okr[-1] + 1, okc[0] : okc[-1] + 1] = sub
+    return out
+
+
+def raster_grid(pool: RasterPool, href: str, epsg: int | None = None):
+    """(transform, (H, W)) of a raster, read from its header."""
+    ds = pool.open(href, epsg)
+    return ds.transform, (ds.height, ds.width)
+
+
+def load_xarray(items, bbox=None, epsg: int | None = None, resolution: float = 30.0, chunk: int = 640):
+    """Lazy dask-backed xarray (time, band, y, x) uint16 DN of items of one CRS, via odc-stac.
+
+    For analysts: same bands (SR_B1..SR_B7 order), raw DN, nodata 0, nearest resampling,
+    one time step per solar day. ``bbox`` (minx, miny, maxx, maxy) in the CRS is snapped out
+    to 1200 m so the pixels are exactly the fixed chip grid's; None = the items' union.
+    """
+    import odc.stac
+    from odc.geo.geobox import GeoBox
+
+    from geomoe.grid import CHIP_METERS, item_bounds, item_epsg
+
+    items = list(items)
+    epsgs = {item_epsg(it) for it in items}
+    if epsg is None:
+        if len(epsgs) != 1:
+            raise RasterFormatError(f"items span CRSs {sorted(epsgs)}: pass epsg= (geomoe never mixes zones)")
+        epsg = epsgs.pop()
+    items = [it for it in items if item_epsg(it) == epsg]
+    keys = {band_keys(it) for it in items}
+    if len(keys) != 1:
+        raise RasterFormatError("items name their band assets differently; load them separately")
+    keys_t = keys.pop()
+    if bbox is None:
+        bs = [item_bounds(it) for it in items]
+        if any(b is None for b in bs):
+            raise RasterFormatError("pass bbox=: some items have no proj:bbox/proj:transform")
+        bbox = (min(b[0] for b in bs), min(b[1] for b in bs), max(b[2] for b in bs), max(b[3] for b in bs))
+    m = CHIP_METERS
+    snapped = (
+        math.floor(bbox[0] / m) * m,
+        math.floor(bbox[1] / m) * m,
+        math.ceil(bbox[2] / m) * m,
+        math.ceil(bbox[3] / m) * m,
+    )
+    gb = GeoBox.from_bbox(snapped, crs=f"EPSG:{epsg}", resolution=resolution)
+    ds = odc.stac.load(
+        items,
+        bands=list(keys_t),
+        geobox=gb,
+        groupby="solar_day",
+        resampling="nearest",
+        dtype="uint16",
+        nodata=0,
+        chunks={"x": chunk, "y": chunk},
+    )
+    da = ds[list(keys_t)].to_array("band").transpose("time", "band", "y", "x")
+    return da.assign_coords(band=list(BANDS))
