@@ -1,0 +1,419 @@
+"""The embedding cube: a Zarr v3 store, one group per CRS, written tile by tile.
+
+Layout (open with ``xr.open_zarr(path, group=..., consolidated=False, decode_coords="all")``):
+
+- grid groups (``utm30n``, ``epsg3031``, ...): ``embedding(time, y, x, dim)``,
+  ``valid_fraction(time, y, x)``, 1-D ``x``/``y`` chip centres (y descending, north-up),
+  ``time`` one slice per solar day, 2-D ``lat``/``lon``, ``spatial_ref`` (rioxarray CRS),
+  ``tile_done(tile_y, tile_x)``.
+- the table group ``chips`` (item-grid collections): ``embedding(chip, dim)``,
+  ``valid_fraction(chip)``, per-chip ``x, y, lat, lon, time, item_id, epsg, row, col``,
+  ``labels`` / ``labels_19`` (``;``-joined) where items carry them, ``tile_done(tile)``.
+
+Value semantics: a chip never computed has NaN embedding AND NaN valid_fraction; a chip
+skipped for cloud/fill has NaN embedding and a finite valid_fraction (< min_valid).
+
+Crash safety: a tile is one chunk-aligned region write; its chunk files are fsynced, and
+only then is ``tile_done[tile]`` set (to the run number) - itself one atomic chunk file
+(zarr's LocalStore writes to a temp file and renames). A tile that was killed half-way is
+simply rewritten whole on the next run. Zarr v3 has no consolidated metadata in its spec,
+so every read and write passes ``consolidated=False`` explicitly.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+import zarr
+from pyproj import Transformer
+
+from geomoe.errors import CubeError
+from geomoe.tiles import GridSpec, Spec, TableSpec, Tile, plan_fingerprint
+
+FORMAT_VERSION = 1
+IDENTITY_KEYS = ("checkpoint_sha256", "model_size", "embed_dim", "pooling", "dtype")
+
+
+class CubeWriteError(CubeError):
+    """The output location cannot be created or written."""
+
+
+class CubeMismatchError(CubeError):
+    """The store was written by another model/checkpoint or for another request."""
+
+
+class MisalignedRegionError(CubeError):
+    """A region write does not cover whole Zarr chunks (parallel writers would lose data)."""
+
+
+def ensure_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".geomoe-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CubeWriteError(
+            f"cannot write the cube to {path}: {exc.strerror or exc}; "
+            "choose a writable --out location"
+        ) from None
+
+
+def _fsync(paths: list[str]) -> None:
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # all-NaN chunks are not stored (write_empty_chunks=False)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for d in {os.path.dirname(p) for p in paths}:
+        if os.path.isdir(d):
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def check_aligned(region: dict[str, slice], chunks: dict[str, int], sizes: dict[str, int]) -> None:
+    """Refuse a region that starts or ends inside a chunk (except at the array's end)."""
+    for dim, sl in region.items():
+        c, n = chunks[dim], sizes[dim]
+        start, stop = sl.start or 0, n if sl.stop is None else sl.stop
+        if start % c or (stop % c and stop != n) or not 0 <= start < stop <= n:
+            raise MisalignedRegionError(
+                f"region {dim}={start}:{stop} is not aligned to the Zarr chunk size {c} "
+                f"(dimension length {n}); writes must cover whole chunks"
+            )
+
+
+def _latlon(epsg: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    tr = Transformer.from_crs(epsg, 4326, always_xy=True)
+    lon, lat = tr.transform(x, y)
+    return np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+
+
+def _grid_dataset(spec: GridSpec, dim: int, dtype: str) -> tuple[xr.Dataset, dict]:
+    ts = spec.tile_size
+    T = len(spec.times)
+    xx, yy = np.meshgrid(spec.x, spec.y)
+    lat, lon = _latlon(spec.epsg, xx, yy)
+    nty, ntx = spec.n_tiles
+    ds = xr.Dataset(
+        {
+            "embedding": (("time", "y", "x", "dim"),
+                          da.full((T, spec.ny, spec.nx, dim), np.nan, dtype=dtype,
+                                  chunks=(1, ts, ts, dim))),
+            "valid_fraction": (("time", "y", "x"),
+                               da.full((T, spec.ny, spec.nx), np.nan, dtype="float32",
+                                       chunks=(1, ts, ts))),
+            "tile_done": (("tile_y", "tile_x"), da.zeros((nty, ntx), dtype="uint16", chunks=1)),
+        },
+        coords={
+            "time": spec.times.astype("datetime64[ns]"),
+            "y": spec.y, "x": spec.x, "dim": np.arange(dim),
+            "lat": (("y", "x"), lat), "lon": (("y", "x"), lon),
+        },
+    )
+    ds = ds.rio.write_crs(spec.epsg)
+    ds.x.attrs.update(standard_name="projection_x_coordinate", units="m", long_name="chip centre x")
+    ds.y.attrs.update(standard_name="projection_y_coordinate", units="m", long_name="chip centre y")
+    ds.lat.attrs.update(standard_name="latitude", units="degrees_north")
+    ds.lon.attrs.update(standard_name="longitude", units="degrees_east")
+    ds.tile_done.attrs["description"] = "run number that completed the tile (0 = pending)"
+    ds.valid_fraction.attrs["description"] = (
+        "fraction of valid (unmasked, non-fill) pixels; NaN = chip never computed")
+    ds.attrs.update(
+        layout="grid", epsg=spec.epsg, tile_size=ts, chip_meters=1200.0,
+        row_max=spec.row_max, col_min=spec.col_min,
+        stac_item_ids=json.dumps(spec.item_ids),
+        solar_days=[str(d) for d in spec.days],
+    )
+    enc = {
+        # an explicit encoding replaces rioxarray's grid_mapping entry: merge it back in
+        "embedding": {"chunks": (1, ts, ts, dim), "dtype": dtype, "_FillValue": np.nan,
+                      "grid_mapping": "spatial_ref"},
+        "valid_fraction": {"chunks": (1, ts, ts), "_FillValue": np.nan, "grid_mapping": "spatial_ref"},
+        "tile_done": {"chunks": (1, 1)},
+        "time": {"units": "seconds since 1970-01-01", "dtype": "int64"},
+    }
+    return ds, enc
+
+
+def _table_xy(spec: TableSpec, items: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Planned chip centres from the item's own grid (centred 40 px chips); the real
+    centres reported by the chip reader overwrite these when the chip is embedded."""
+    c = spec.chips
+    x = np.full(spec.n, np.nan)
+    y = np.full(spec.n, np.nan)
+    for k in range(spec.n):
+        props = items.get(str(c["item_id"][k]), {}).get("properties", {})
+        tr, shape = props.get("proj:transform"), props.get("proj:shape")
+        if not tr or not shape:
+            continue
+        h, w = shape
+        off_r, off_c = (h - (h // 40) * 40) // 2, (w - (w // 40) * 40) // 2
+        pr, pc = off_r + c["row"][k] * 40 + 20, off_c + c["col"][k] * 40 + 20
+        x[k] = tr[2] + pc * tr[0] + pr * tr[1]
+        y[k] = tr[5] + pc * tr[3] + pr * tr[4]
+    return x, y
+
+
+def _table_dataset(spec: TableSpec, dim: int, dtype: str, items: dict[str, dict]) -> tuple[xr.Dataset, dict]:
+    ts = spec.tile_size
+    c = spec.chips
+    x, y = _table_xy(spec, items)
+    lat = np.full(spec.n, np.nan)
+    lon = np.full(spec.n, np.nan)
+    for epsg in np.unique(c["epsg"]):
+        sel = (c["epsg"] == epsg) & np.isfinite(x)
+        lat[sel], lon[sel] = _latlon(int(epsg), x[sel], y[sel])
+    ids = [str(v) for v in c["item_id"]]
+
+    def labels(key: str) -> np.ndarray | None:
+        vals = [items.get(i, {}).get("properties", {}).get(key) for i in ids]
+        if all(v is None for v in vals):
+            return None
+        return np.array([";".join(v) if v else "" for v in vals], dtype=object)
+
+    coords: dict[str, Any] = {
+        "x": ("chip", x), "y": ("chip", y), "lat": ("chip", lat), "lon": ("chip", lon),
+        "time": ("chip", c["time"].astype("datetime64[ns]")),
+        "item_id": ("chip", np.array(ids, dtype=object)),
+        "epsg": ("chip", c["epsg"].astype("int32")),
+        "row": ("chip", c["row"].astype("int64")), "col": ("chip", c["col"].astype("int64")),
+        "dim": np.arange(dim),
+    }
+    for name, key in (("labels", "bigearthnet:labels"), ("labels_19", "bigearthnet:labels_19")):
+        v = labels(key)
+        if v is not None:
+            coords[name] = ("chip", v)
+    n_tiles = len(spec.tiles())
+    ds = xr.Dataset(
+        {
+            "embedding": (("chip", "dim"), da.full((spec.n, dim), np.nan, dtype=dtype, chunks=(ts, dim))),
+            "valid_fraction": (("chip",), da.full((spec.n,), np.nan, dtype="float32", chunks=(ts,))),
+            "tile_done": (("tile",), da.zeros((n_tiles,), dtype="uint16", chunks=1)),
+        },
+        coords=coords,
+    )
+    ds.tile_done.attrs["description"] = "run number that completed the tile (0 = pending)"
+    ds.attrs.update(layout="table", tile_size=ts, chip_meters=1200.0,
+                    description="item-grid chips (pre-chipped patches); x/y in each chip's own EPSG")
+    enc = {
+        "embedding": {"chunks": (ts, dim), "dtype": dtype, "_FillValue": np.nan},
+        "valid_fraction": {"chunks": (ts,), "_FillValue": np.nan},
+        "x": {"chunks": (ts,)}, "y": {"chunks": (ts,)}, "lat": {"chunks": (ts,)}, "lon": {"chunks": (ts,)},
+        "tile_done": {"chunks": (1,)},
+        "time": {"units": "seconds since 1970-01-01", "dtype": "int64"},
+    }
+    return ds, enc
+
+
+@dataclass
+class Cube:
+    """Handle on a cube store plus its layout; creation and tile writes go through here."""
+
+    path: Path
+    specs: dict[str, Spec]
+    attrs: dict[str, Any]
+
+    # ---------- creation / opening ----------
+    @classmethod
+    def create_or_open(cls, path: str | os.PathLike, specs: list[Spec], *, dim: int,
+                       dtype: str = "float32", identity: dict[str, Any],
+                       attrs: dict[str, Any], items: list[dict]) -> "Cube":
+        """Create the skeleton (metadata + coordinates, no chunk data) or verify and reuse
+        an existing store. Raises CubeMismatchError rather than touch a foreign store.
+        The caller must hold ``store_lock(path)``."""
+        path = Path(path)
+        if dtype not in ("float32", "float16"):
+            raise CubeError(f"dtype must be float32 or float16, not {dtype!r}")
+        ensure_writable(path)
+        fingerprint = plan_fingerprint(specs)
+        meta = {"format_version": FORMAT_VERSION, **identity, "dtype": dtype,
+                "plan_fingerprint": fingerprint}
+        root_json = path / "zarr.json"
+        if root_json.exists():
+            existing = zarr.open_group(str(path), mode="r").attrs.asdict()
+            if existing.get("geomoe:skeleton_complete"):
+                cls._verify(path, existing.get("geomoe:identity", {}), meta)
+                cube = cls(path, {s.name: s for s in specs}, existing)
+                cube._clean_partials()
+                return cube
+            if any(existing.get("geomoe:identity", {}).get(k) != meta.get(k) for k in IDENTITY_KEYS) \
+                    and existing.get("geomoe:identity"):
+                cls._verify(path, existing["geomoe:identity"], meta)
+        elif any(p for p in path.iterdir() if not p.name.startswith(".geomoe-write-test")):
+            raise CubeWriteError(
+                f"{path} exists and is not a geomoe cube (no zarr.json); "
+                "refusing to write into it: choose an empty or new --out")
+        # (re)build the skeleton: no tile can be done before the skeleton completed
+        for child in path.iterdir():  # keep the directory itself: the run lock is on its inode
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        root = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        root.attrs.update({"geomoe:identity": meta, "geomoe:skeleton_complete": False})
+        item_map = {it["id"]: it for it in items}
+        for spec in specs:
+            ds, enc = (_grid_dataset(spec, dim, dtype) if isinstance(spec, GridSpec)
+                       else _table_dataset(spec, dim, dtype, item_map))
+            ds.to_zarr(str(path), group=spec.name, mode="w", compute=False,
+                       consolidated=False, encoding=enc, zarr_format=3)
+        full = {
+            **attrs,
+            "geomoe:identity": meta,
+            "geomoe:groups": [s.name for s in specs],
+            "geomoe:items": items,
+            "geomoe:runs": 0,
+            "geomoe:skeleton_complete": True,
+        }
+        root = zarr.open_group(str(path), mode="r+")
+        root.attrs.update(full)
+        return cls(path, {s.name: s for s in specs}, full)
+
+    @staticmethod
+    def _verify(path: Path, found: dict, wanted: dict) -> None:
+        diff = [k for k in IDENTITY_KEYS if found.get(k) != wanted.get(k)]
+        if diff:
+            what = ", ".join(f"{k}: store has {found.get(k)!r}, this run {wanted.get(k)!r}" for k in diff)
+            raise CubeMismatchError(
+                f"{path} was written by a different model or settings ({what}); its data is "
+                "left untouched: use another --out, or the same checkpoint/pooling/dtype")
+        if found.get("plan_fingerprint") != wanted.get("plan_fingerprint"):
+            raise CubeMismatchError(
+                f"{path} holds a different request (AOI, datetime, catalog contents or tile size "
+                "differ, so the planned chips differ); its data is left untouched: "
+                "use another --out to embed this request")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, specs: list[Spec]) -> "Cube":
+        """Open an existing, complete store for tile writes (workers; no lock, no checks
+        beyond the plan fingerprint)."""
+        path = Path(path)
+        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+        if not attrs.get("geomoe:skeleton_complete"):
+            raise CubeError(f"{path} is not a complete geomoe cube")
+        if attrs["geomoe:identity"]["plan_fingerprint"] != plan_fingerprint(specs):
+            raise CubeMismatchError(f"{path} was planned for a different request")
+        return cls(path, {s.name: s for s in specs}, attrs)
+
+    def _clean_partials(self) -> None:
+        """Remove temp files a killed zarr write left behind (never visible to readers)."""
+        for p in glob.glob(str(self.path / "**" / "*.partial"), recursive=True):
+            os.unlink(p)
+
+    def new_run(self) -> int:
+        """Register a new run; its number is stored in ``tile_done`` of every tile it writes."""
+        root = zarr.open_group(str(self.path), mode="r+")
+        n = int(root.attrs.get("geomoe:runs", 0)) + 1
+        root.attrs["geomoe:runs"] = n
+        self.attrs["geomoe:runs"] = n
+        return n
+
+    def update_attrs(self, extra: dict[str, Any]) -> None:
+        root = zarr.open_group(str(self.path), mode="r+")
+        root.attrs.update(extra)
+        self.attrs.update(extra)
+
+    # ---------- tiles ----------
+    def tiles(self) -> list[Tile]:
+        return [t for s in self.specs.values() for t in s.tiles()]
+
+    def done_map(self, group: str) -> np.ndarray:
+        return zarr.open_array(str(self.path), path=f"{group}/tile_done", mode="r")[...]
+
+    def is_done(self, tile: Tile) -> bool:
+        return bool(self.done_map(tile.group)[tile.key])
+
+    def pending_tiles(self) -> list[Tile]:
+        maps = {g: self.done_map(g) for g in self.specs}
+        return [t for t in self.tiles() if not maps[t.group][t.key]]
+
+    def write_grid_tile(self, tile: Tile, embedding: np.ndarray, valid: np.ndarray, run: int) -> None:
+        """embedding (T, h, w, D), valid (T, h, w) for the tile's region (NaN where absent)."""
+        spec = self.specs[tile.group]
+        assert isinstance(spec, GridSpec)
+        ys, xs = spec.region(tile)
+        T = len(spec.times)
+        region = {"time": slice(0, T), "y": ys, "x": xs}
+        ds = xr.Dataset({
+            "embedding": (("time", "y", "x", "dim"), embedding.astype(self.attrs["geomoe:identity"]["dtype"])),
+            "valid_fraction": (("time", "y", "x"), valid.astype("float32")),
+        })
+        self.write_region(tile.group, ds, region)
+        files = []
+        for t in range(T):
+            files += [self._chunk(tile.group, "embedding", (t, *tile.key, 0)),
+                      self._chunk(tile.group, "valid_fraction", (t, *tile.key))]
+        self._commit(tile, files, run)
+
+    def write_table_tile(self, tile: Tile, embedding: np.ndarray, valid: np.ndarray,
+                         x: np.ndarray, y: np.ndarray, run: int) -> None:
+        """embedding (n, D), valid/x/y (n,) for the tile's chips (planned order)."""
+        spec = self.specs[tile.group]
+        assert isinstance(spec, TableSpec)
+        region = {"chip": spec.region(tile)}
+        lat = np.full(len(x), np.nan)
+        lon = np.full(len(x), np.nan)
+        ep = spec.chips["epsg"][region["chip"]]
+        for e in np.unique(ep):
+            sel = (ep == e) & np.isfinite(x)
+            lat[sel], lon[sel] = _latlon(int(e), x[sel], y[sel])
+        ds = xr.Dataset({
+            "embedding": (("chip", "dim"), embedding.astype(self.attrs["geomoe:identity"]["dtype"])),
+            "valid_fraction": (("chip",), valid.astype("float32")),
+            "x": (("chip",), x), "y": (("chip",), y), "lat": (("chip",), lat), "lon": (("chip",), lon),
+        })
+        self.write_region(tile.group, ds, region)
+        (k,) = tile.key
+        files = [self._chunk(tile.group, "embedding", (k, 0)), self._chunk(tile.group, "valid_fraction", (k,))]
+        files += [self._chunk(tile.group, v, (k,)) for v in ("x", "y", "lat", "lon")]
+        self._commit(tile, files, run)
+
+    def write_region(self, group: str, ds: xr.Dataset, region: dict[str, slice]) -> None:
+        """Chunk-aligned region write; alignment is checked against the STORED chunking."""
+        g = zarr.open_group(str(self.path), path=group, mode="r")
+        for name in ds.data_vars:
+            arr = g[name]
+            dims = arr.metadata.dimension_names
+            check_aligned({d: region[d] for d in dims if d in region},
+                          dict(zip(dims, arr.chunks)), dict(zip(dims, arr.shape)))
+        ds.to_zarr(str(self.path), group=group, region=region, mode="r+", consolidated=False)
+
+    def _chunk(self, group: str, var: str, idx: tuple[int, ...]) -> str:
+        return str(self.path / group / var / "c" / "/".join(map(str, idx)))
+
+    def _commit(self, tile: Tile, files: list[str], run: int) -> None:
+        _fsync(files)  # data durable first ...
+        arr = zarr.open_array(str(self.path), path=f"{tile.group}/tile_done", mode="r+")
+        arr[tile.key] = run  # ... then the completion record (one atomic chunk file)
+        _fsync([self._chunk(tile.group, "tile_done", tile.key)])
+
+
+def open_group(path: str | os.PathLike, group: str) -> xr.Dataset:
+    """Open one group of a cube the way analysts should (CRS decoded, lazily)."""
+    return xr.open_zarr(str(path), group=group, consolidated=False, decode_coords="all")
+
+
+def cube_groups(path: str | os.PathLike) -> list[str]:
+    """Group names of a cube, from its root attributes (no listing needed)."""
+    try:
+        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+        raise CubeError(f"{path} is not a geomoe cube: {exc}") from None
+    if "geomoe:groups" not in attrs:
+        raise CubeError(f"{path} is not a complete geomoe cube (no geomoe:groups attribute)")
+    return list(attrs["geomoe:groups"])

@@ -1,0 +1,552 @@
+"""embed-region as a library: AOI + catalog -> chips -> model -> resumable Zarr cube.
+
+``embed_region`` overlaps the three stages: a reader thread produces z-scored batches for
+the pending tiles (bounded queue, so memory is flat whatever the AOI size), the calling
+thread runs the model, and a writer thread does each tile's region write + completion
+record. torch, GDAL and zarr's codecs release the GIL, so the stages really overlap.
+
+``embed_tile`` does the same work for one tile synchronously; the Prefect flow maps it
+over tiles (threads, processes or a Dask cluster). Both paths batch per tile, so a chip's
+embedding does not depend on how the work was distributed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+import geomoe
+from geomoe.cube import Cube, ensure_writable
+from geomoe.device import autocast, resolve_device
+from geomoe.errors import CheckpointError, GeomoeError
+from geomoe.lock import store_lock
+from geomoe.tiles import GridSpec, Spec, TableSpec, Tile, specs_from_plan
+
+DEFAULT_CHECKPOINT = Path("checkpoints") / "geomoe-demo-S.safetensors"
+_REPO = Path(__file__).resolve().parents[1]
+POOLINGS = ("mean", "cls", "patch_mean")
+
+
+# ---------------------------------------------------------------- checkpoint
+def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
+    """The checkpoint to embed with; never silently random weights.
+
+    ``None`` -> the demo checkpoint ``checkpoints/geomoe-demo-S.safetensors`` (in the
+    working directory, else in the source checkout)."""
+    if checkpoint is not None:
+        p = Path(checkpoint).expanduser()
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint {p} not found; pass an existing file to --checkpoint")
+        return p
+    for base in (Path.cwd(), _REPO):
+        if (base / DEFAULT_CHECKPOINT).is_file():
+            return base / DEFAULT_CHECKPOINT
+    raise CheckpointError(
+        f"no checkpoint given and the demo checkpoint {DEFAULT_CHECKPOINT} does not exist; "
+        "create it with `geomoe pretrain` (see README, 'demo checkpoint') or pass "
+        "--checkpoint PATH (e.g. the published pretrained_S_best.pth)")
+
+
+_MODELS: dict[tuple[str, str, str], torch.nn.Module] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def get_model(path: Path, sha256: str, device: torch.device) -> torch.nn.Module:
+    """Load once per process (tasks on one worker share it); eval mode, on ``device``."""
+    from geomoe.model import load_checkpoint
+
+    key = (str(path), sha256, str(device))
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            model = load_checkpoint(path, map_location="cpu")
+            _MODELS[key] = model.to(device).eval()
+        return _MODELS[key]
+
+
+# ---------------------------------------------------------------- request
+@dataclass
+class EmbedRequest:
+    """Everything that defines a cube; JSON-able so flow tasks can rebuild it anywhere."""
+
+    aoi: Any
+    out: str = "cube.zarr"
+    catalog: str | None = None
+    datetime: str | None = None
+    max_cloud: float | None = None
+    checkpoint: str | None = None
+    device: str = "auto"
+    batch_size: int = 256
+    min_valid: float = 0.9
+    pooling: str = "mean"
+    dtype: str = "float32"
+    tile_size: int = 32
+    table_tile: int = 256
+    grid: str | None = None
+
+    def validate(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise GeomoeError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
+        if self.dtype not in ("float32", "float16"):
+            raise GeomoeError(f"dtype must be float32 or float16, not {self.dtype!r}")
+        if not 0.0 <= float(self.min_valid) <= 1.0:
+            raise GeomoeError(f"min_valid must be within [0, 1], not {self.min_valid}")
+        if int(self.batch_size) < 1 or int(self.tile_size) < 1 or int(self.table_tile) < 1:
+            raise GeomoeError("batch_size, tile_size and table_tile must be positive integers")
+
+
+@dataclass
+class Prepared:
+    """A planned, created (or verified) cube and what its tiles need."""
+
+    request: EmbedRequest
+    cube: Cube
+    items: dict[str, Any]  # id -> pystac.Item
+    aoi_geom: Any
+    checkpoint: Path
+    sha256: str
+
+    @property
+    def specs(self) -> dict[str, Spec]:
+        return self.cube.specs
+
+
+def _search(req: EmbedRequest):
+    from geomoe.aoi import load_aoi
+    from geomoe.catalog import search
+    from geomoe.chips import plan_chips
+
+    geom = load_aoi(req.aoi)
+    items = search(req.catalog, geom, datetime=req.datetime, max_cloud=req.max_cloud)
+    plan = plan_chips(items, aoi=geom, grid=req.grid)
+    specs = specs_from_plan(plan, items, tile_size=int(req.tile_size), table_tile=int(req.table_tile))
+    if not specs:
+        raise GeomoeError(
+            f"the AOI intersects {len(items)} scene(s) but no chip footprint: nothing to embed")
+    return geom, items, specs
+
+
+def _aoi_json(aoi: Any, geom: Any) -> Any:
+    import shapely.geometry as sgeom
+
+    if isinstance(aoi, (str, os.PathLike)) and Path(str(aoi)).is_file():
+        return {"source": str(aoi), "geometry": sgeom.mapping(geom)}
+    return {"source": "inline" if not isinstance(aoi, str) or aoi.lstrip().startswith("{") else aoi,
+            "geometry": sgeom.mapping(geom)}
+
+
+def prepare(req: EmbedRequest) -> Prepared:
+    """Search, plan and create/verify the cube. The caller must hold ``store_lock(out)``."""
+    from geomoe.model import checkpoint_sha256, load_checkpoint
+
+    req.validate()
+    ckpt = resolve_checkpoint(req.checkpoint)
+    geom, items, specs = _search(req)
+    sha = checkpoint_sha256(ckpt)
+    model = load_checkpoint(ckpt, map_location="cpu")
+    cfg = dataclasses.asdict(model.config)
+    identity = {"checkpoint_sha256": sha, "model_size": cfg.get("size"),
+                "embed_dim": int(model.embed_dim), "pooling": req.pooling}
+    attrs = {
+        "title": "geomoe embedding cube",
+        "geomoe:version": geomoe.__version__,
+        "geomoe:model": {"size": cfg.get("size"), "config": cfg, "checkpoint": str(ckpt),
+                         "checkpoint_sha256": sha, "pooling": req.pooling},
+        "geomoe:normalisation": {"mean": list(map(float, cfg.get("norm_mean", []) or [])),
+                                 "std": list(map(float, cfg.get("norm_std", []) or [])),
+                                 "applies_to": "raw Landsat C2 L2 DN, bands SR_B1..SR_B7"},
+        "geomoe:query": {"aoi": _aoi_json(req.aoi, geom), "datetime": req.datetime,
+                         "catalog": req.catalog or "bundled", "max_cloud": req.max_cloud,
+                         "min_valid": req.min_valid, "grid": req.grid},
+        "geomoe:chips": {"pixels": 40, "meters": 1200.0, "bands": ["SR_B1", "SR_B2", "SR_B3", "SR_B4",
+                                                                    "SR_B5", "SR_B6", "SR_B7"]},
+        "geomoe:created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    cube = Cube.create_or_open(req.out, specs, dim=int(model.embed_dim), dtype=req.dtype,
+                               identity=identity, attrs=attrs,
+                               items=[it.to_dict(transform_hrefs=False) for it in items])
+    return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt, sha)
+
+
+def reopen(req: EmbedRequest) -> Prepared:
+    """Rebuild a Prepared in a worker from the cube's stored items (no catalog search)."""
+    import pystac
+    from geomoe.chips import plan_chips
+    from geomoe.aoi import load_aoi
+    from geomoe.cube import Cube as _Cube
+    import zarr
+
+    attrs = zarr.open_group(req.out, mode="r").attrs.asdict()
+    items = [pystac.Item.from_dict(d) for d in attrs["geomoe:items"]]
+    geom = load_aoi(attrs["geomoe:query"]["aoi"]["geometry"])
+    plan = plan_chips(items, aoi=geom, grid=req.grid)
+    specs = specs_from_plan(plan, items, tile_size=int(req.tile_size), table_tile=int(req.table_tile))
+    cube = _Cube.open(req.out, specs)
+    ckpt = Path(attrs["geomoe:model"]["checkpoint"])
+    return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt,
+                    attrs["geomoe:identity"]["checkpoint_sha256"])
+
+
+# ---------------------------------------------------------------- tiles
+@dataclass
+class TileBuffer:
+    """In-memory values of one tile until its single region write."""
+
+    tile: Tile
+    spec: Spec
+    embedding: np.ndarray
+    valid: np.ndarray
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+    lookup: dict | None = None
+    embedded: int = 0
+    skipped: int = 0
+    pending_skips: list = field(default_factory=list)
+
+    @classmethod
+    def new(cls, cube: Cube, tile: Tile, dim: int) -> "TileBuffer":
+        spec = cube.specs[tile.group]
+        if isinstance(spec, GridSpec):
+            ys, xs = spec.region(tile)
+            shape = (len(spec.times), ys.stop - ys.start, xs.stop - xs.start)
+            return cls(tile, spec, np.full(shape + (dim,), np.nan, np.float32), np.full(shape, np.nan, np.float32))
+        import zarr
+
+        sl = spec.region(tile)
+        g = zarr.open_group(str(cube.path), path=tile.group, mode="r")
+        n = sl.stop - sl.start
+        lookup = {k: i - sl.start for k, i in spec.lookup().items() if sl.start <= i < sl.stop}
+        return cls(tile, spec, np.full((n, dim), np.nan, np.float32), np.full(n, np.nan, np.float32),
+                   x=np.asarray(g["x"][sl], np.float64), y=np.asarray(g["y"][sl], np.float64), lookup=lookup)
+
+    def _grid_pos(self, index: np.ndarray, item_ids: np.ndarray | None):
+        spec = self.spec
+        assert isinstance(spec, GridSpec)
+        ys, xs = spec.region(self.tile)
+        i, j = spec.index_of(index["row"], index["col"])
+        i, j = i - ys.start, j - xs.start
+        t = spec.time_index(item_ids) if item_ids is not None else spec.time_index(times=index["time"])
+        ok = (i >= 0) & (i < self.valid.shape[1]) & (j >= 0) & (j < self.valid.shape[2])
+        return t[ok], i[ok], j[ok], ok
+
+    def add(self, emb: np.ndarray, batch: Any) -> None:
+        """Place embeddings (N, D) of ``batch`` and its skipped chips' valid fractions."""
+        if isinstance(self.spec, GridSpec):
+            if len(batch.valid):
+                t, i, j, ok = self._grid_pos(batch.index, batch.item_id)
+                self.embedding[t, i, j] = emb[ok]
+                self.valid[t, i, j] = batch.valid[ok]
+                self.embedded += int(ok.sum())
+            sk = batch.skipped_index
+            if sk is not None and len(sk):
+                t, i, j, ok = self._grid_pos(sk, getattr(batch, "skipped_item_id", None))
+                self.valid[t, i, j] = np.asarray(batch.skipped_valid)[ok]
+                self.skipped += int(ok.sum())
+            return
+        for n in range(len(batch.valid)):
+            k = self.lookup.get((str(batch.item_id[n]), int(batch.index["row"][n]), int(batch.index["col"][n])))
+            if k is None:
+                continue  # chip of an item that straddles into the next tile
+            self.embedding[k] = emb[n]
+            self.valid[k] = batch.valid[n]
+            self.x[k], self.y[k] = batch.x[n], batch.y[n]
+            self.embedded += 1
+        sk = batch.skipped_index
+        if sk is not None and len(sk):
+            self.skipped += len(sk)  # provisional; _resolve_skips removes chips of other tiles
+            self.pending_skips.extend(zip(sk.tolist(), np.asarray(batch.skipped_valid).tolist()))
+
+    def _resolve_skips(self) -> None:
+        """Table chips skipped for cloud carry (epsg, row, col, time) but no item id; patches
+        of one scene share all four, so they are matched once the tile's kept chips are
+        placed: each goes to a same-key chip that is still empty (the count is exact; among
+        identical keys the valid fractions of skipped chips may be interchanged)."""
+        c = self.spec.chips
+        sl = self.spec.region(self.tile)
+        free: dict[tuple, list[int]] = {}
+        for k in range(sl.stop - sl.start):
+            if np.isnan(self.valid[k]):
+                key = (int(c["epsg"][sl.start + k]), int(c["row"][sl.start + k]),
+                       int(c["col"][sl.start + k]), np.datetime64(c["time"][sl.start + k], "s"))
+                free.setdefault(key, []).append(k)
+        for (e, r, q, t), v in self.pending_skips:
+            slot = free.get((int(e), int(r), int(q), np.datetime64(t, "s")))
+            if slot:
+                self.valid[slot.pop(0)] = v
+            else:
+                self.skipped -= 1
+        self.pending_skips = []
+
+    def write(self, cube: Cube, run: int) -> None:
+        if isinstance(self.spec, GridSpec):
+            cube.write_grid_tile(self.tile, self.embedding, self.valid, run)
+        else:
+            self._resolve_skips()
+            cube.write_table_tile(self.tile, self.embedding, self.valid, self.x, self.y, run)
+
+
+def iter_tile_batches(prep: Prepared, tile: Tile, batch_size: int) -> Iterator[Any]:
+    """Chip batches of one tile, read only from the items that touch it."""
+    from geomoe.chips import iter_chips
+
+    spec = prep.specs[tile.group]
+    items = [prep.items[i] for i in sorted(spec.tile_item_ids(tile))]
+    if isinstance(spec, GridSpec):
+        yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size,
+                              min_valid=prep.request.min_valid, grid="fixed", epsg=spec.epsg,
+                              window=spec.window(tile))
+    else:
+        yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size,
+                              min_valid=prep.request.min_valid, grid="item")
+
+
+def run_model(model: torch.nn.Module, batch: Any, zscored: np.ndarray, device: torch.device,
+              pooling: str) -> np.ndarray:
+    """(N,7,40,40) z-scored + metadata -> (N, D) float32 embeddings."""
+    if len(zscored) == 0:
+        return np.zeros((0, int(model.embed_dim)), np.float32)
+    nb = device.type == "cuda"
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        return x.pin_memory().to(device, non_blocking=True) if nb else x
+
+    with torch.inference_mode(), autocast(device):
+        emb = model.embed(t(zscored), week=t(batch.week), hour=t(batch.hour), lat=t(batch.lat),
+                          lon=t(batch.lon), pooling=pooling)
+    return emb.float().cpu().numpy()
+
+
+def embed_tile(prep: Prepared, tile: Tile, run: int, device: str | torch.device = "auto") -> dict:
+    """Read, embed and write ONE tile (synchronously). Returns counts for the summary."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    model = get_model(prep.checkpoint, prep.sha256, dev)
+    buf = TileBuffer.new(prep.cube, tile, int(model.embed_dim))
+    for batch in iter_tile_batches(prep, tile, int(prep.request.batch_size)):
+        buf.add(run_model(model, batch, batch.zscored(), dev, prep.request.pooling), batch)
+    buf.write(prep.cube, run)
+    return {"tile": str(tile), "embedded": buf.embedded, "skipped": buf.skipped}
+
+
+# ---------------------------------------------------------------- progress / summary
+@dataclass
+class Progress:
+    done: int  # chips processed (embedded + skipped), including tiles finished earlier
+    total: int  # chips planned
+    embedded: int
+    skipped: int
+    chips_per_s: float  # this run
+    eta_s: float | None
+
+    def line(self) -> str:
+        eta = "?" if self.eta_s is None else f"{self.eta_s:,.0f}s"
+        pct = 100.0 * self.done / max(self.total, 1)
+        return (f"{self.done:,}/{self.total:,} chips ({pct:.0f}%)  "
+                f"{self.chips_per_s:,.1f} chips/s  ETA {eta}")
+
+
+@dataclass
+class EmbedSummary:
+    out: str
+    groups: list[str]
+    chips_planned: int
+    chips_embedded: int
+    chips_skipped_cloud: int
+    tiles_total: int
+    tiles_written: int
+    tiles_already_done: int
+    seconds: float
+    run: int
+    checkpoint: str
+    checkpoint_sha256: str
+    device: str
+    stac_item: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def chips_per_s(self) -> float:
+        return (self.chips_embedded + self.chips_skipped_cloud) / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["chips_per_s"] = self.chips_per_s
+        return d
+
+    def __str__(self) -> str:
+        return (f"embedded {self.chips_embedded:,} chips, skipped {self.chips_skipped_cloud:,} for "
+                f"cloud/fill (valid < min_valid), {self.tiles_written} tile(s) written, "
+                f"{self.tiles_already_done} already done, in {self.seconds:.1f} s "
+                f"({self.chips_per_s:,.1f} chips/s on {self.device}); cube: {self.out} "
+                f"(groups: {', '.join(self.groups)})")
+
+
+# ---------------------------------------------------------------- the pipeline
+_DONE = object()
+
+
+def _fault(point: str) -> None:
+    """Test hook: GEOMOE_FAULT=<point>:<n> SIGKILLs this process the n-th time ``point`` is
+    reached, to test crash safety at exact places (a real SIGKILL, nothing simulated)."""
+    spec = os.environ.get("GEOMOE_FAULT")
+    if not spec:
+        return
+    name, _, n = spec.partition(":")
+    if name != point:
+        return
+    _FAULT_COUNT[point] = _FAULT_COUNT.get(point, 0) + 1
+    if _FAULT_COUNT[point] >= int(n or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_COUNT: dict[str, int] = {}
+
+
+def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = None,
+                 checkpoint: str | os.PathLike | None = None, out: str | os.PathLike = "cube.zarr",
+                 device: str = "auto", batch_size: int = 256, min_valid: float = 0.9,
+                 pooling: str = "mean", dtype: str = "float32",
+                 progress: Callable[[Progress], None] | None = None, *,
+                 max_cloud: float | None = None, tile_size: int = 32, table_tile: int = 256,
+                 grid: str | None = None, prefetch: int = 4) -> EmbedSummary:
+    """Embed every chip of ``aoi`` into the cube at ``out``; resumes a killed run.
+
+    Holds an exclusive lock on ``out`` for the whole run (a second run is refused with
+    CubeLockedError). Returns an EmbedSummary; ``progress`` is called after each batch.
+    """
+    req = EmbedRequest(aoi=aoi, out=str(out), catalog=None if catalog is None else str(catalog),
+                       datetime=datetime, max_cloud=max_cloud,
+                       checkpoint=None if checkpoint is None else str(checkpoint), device=device,
+                       batch_size=batch_size, min_valid=min_valid, pooling=pooling, dtype=dtype,
+                       tile_size=tile_size, table_tile=table_tile, grid=grid)
+    req.validate()
+    resolve_checkpoint(req.checkpoint)  # fail before any search or write
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    ensure_writable(Path(req.out))
+    with store_lock(req.out):
+        prep = prepare(req)
+        cube = prep.cube
+        run = cube.new_run()
+        tiles = cube.tiles()
+        pending = cube.pending_tiles()
+        total = sum(cube.specs[t.group].n_planned(t) for t in tiles)
+        already = total - sum(cube.specs[t.group].n_planned(t) for t in pending)
+        model = get_model(prep.checkpoint, prep.sha256, dev)
+        dim = int(model.embed_dim)
+        counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)
+        from geomoe.stac_output import write_cube_item
+
+        stac_path = write_cube_item(cube)
+    return EmbedSummary(
+        out=str(req.out), groups=list(cube.specs), chips_planned=total,
+        chips_embedded=counts["embedded"], chips_skipped_cloud=counts["skipped"],
+        tiles_total=len(tiles), tiles_written=len(pending), tiles_already_done=len(tiles) - len(pending),
+        seconds=time.perf_counter() - t0, run=run, checkpoint=str(prep.checkpoint),
+        checkpoint_sha256=prep.sha256, device=str(dev), stac_item=str(stac_path))
+
+
+def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: int, progress,
+              total: int, already: int, prefetch: int, t0: float) -> dict:
+    batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    writes: queue.Queue = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+    final = {"embedded": 0, "skipped": 0, "tiles": 0}
+    stop = threading.Event()
+    bs = int(prep.request.batch_size)
+
+    def put(q: queue.Queue, v: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(v, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for tile in pending:
+                for batch in iter_tile_batches(prep, tile, bs):
+                    if not put(batches, (tile, batch, batch.zscored())):
+                        return
+                if not put(batches, (tile, None, None)):
+                    return
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+        finally:
+            put(batches, _DONE)
+
+    def writer() -> None:
+        try:
+            while True:
+                buf = writes.get()
+                if buf is _DONE:
+                    return
+                _fault("before_tile_write")
+                buf.write(prep.cube, run)
+                final["embedded"] += buf.embedded
+                final["skipped"] += buf.skipped
+                final["tiles"] += 1
+                _fault("after_tile_write")
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    rt = threading.Thread(target=reader, name="geomoe-reader", daemon=True)
+    wt = threading.Thread(target=writer, name="geomoe-writer", daemon=True)
+    rt.start()
+    wt.start()
+    embedded = skipped = 0
+    t_run = time.perf_counter()
+    bufs: dict[Tile, TileBuffer] = {}
+    try:
+        while True:
+            if errors:
+                break
+            try:
+                msg = batches.get(timeout=0.5)
+            except queue.Empty:
+                if not wt.is_alive() and errors:
+                    break
+                continue
+            if msg is _DONE:
+                break
+            tile, batch, z = msg
+            buf = bufs.get(tile) or bufs.setdefault(tile, TileBuffer.new(prep.cube, tile, dim))
+            if batch is None:
+                if not put(writes, bufs.pop(tile)):
+                    break
+                continue
+            emb = run_model(model, batch, z, dev, prep.request.pooling)
+            e0, s0 = buf.embedded, buf.skipped
+            buf.add(emb, batch)
+            embedded += buf.embedded - e0
+            skipped += buf.skipped - s0
+            if progress is not None:
+                dt = time.perf_counter() - t_run
+                rate = (embedded + skipped) / dt if dt > 0 else 0.0
+                done = already + embedded + skipped
+                progress(Progress(done, total, embedded, skipped, rate,
+                                  (total - done) / rate if rate > 0 else None))
+    finally:
+        if errors:
+            stop.set()
+        put(writes, _DONE) if not stop.is_set() else None
+        wt.join()
+        stop.set()
+        rt.join(timeout=5)
+    if errors:
+        raise errors[0]
+    return final

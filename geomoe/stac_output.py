@@ -1,0 +1,101 @@
+"""A STAC Item describing a cube, with the STAC embeddings extension fields.
+
+Fields follow the embeddings extension proposal (emb:type, emb:dimensions, data_type,
+gsd, emb:chip_layout, emb:runtime_parameters, processing:datetime, links rel
+emb:source-data / emb:model) so catalogs can index geomoe's output. The item is written
+beside the store (``cube.zarr`` -> ``cube.zarr.stac-item.json``) so the Zarr hierarchy
+stays pure; one asset per cube group, with the open arguments xarray needs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+import shapely.geometry as sg
+from shapely.ops import unary_union
+
+from geomoe.cube import Cube
+
+EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.1.0/schema.json"
+
+
+def stac_item_path(out: str | os.PathLike) -> Path:
+    p = Path(out)
+    return p.with_name(p.name + ".stac-item.json")
+
+
+def cube_item(cube: Cube) -> dict:
+    """The STAC Item (a dict) for ``cube``."""
+    attrs = cube.attrs
+    ident = attrs["geomoe:identity"]
+    items = attrs.get("geomoe:items", [])
+    aoi = sg.shape(attrs["geomoe:query"]["aoi"]["geometry"])
+    foot = unary_union([sg.shape(i["geometry"]) for i in items if i.get("geometry")])
+    geom = aoi.intersection(foot) if not foot.is_empty else aoi
+    if geom.is_empty:
+        geom = aoi
+    times = sorted(i["properties"].get("datetime") for i in items if i["properties"].get("datetime"))
+    layouts = {s.layout for s in cube.specs.values()}
+    chip_layout = {"layout_type": "regular_grid" if layouts == {"grid"} else "variable_grid",
+                   "chip_size": [40, 40], "stride": [40, 40],
+                   "grid_id": "geomoe-fixed-1200m-per-crs" if "grid" in layouts else "item-grid"}
+    name = cube.path.name
+    assets = {}
+    for g, spec in cube.specs.items():
+        assets[g] = {
+            "href": f"./{name}", "type": "application/vnd+zarr", "roles": ["data", "embeddings"],
+            "title": f"embedding cube group {g} ({spec.layout} layout)",
+            "xarray:open_kwargs": {"engine": "zarr", "group": g, "consolidated": False,
+                                   "decode_coords": "all"},
+        }
+        if spec.layout == "grid":
+            assets[g]["proj:code"] = f"EPSG:{spec.epsg}"
+    model = attrs.get("geomoe:model", {})
+    props = {
+        "datetime": None,
+        "start_datetime": times[0] if times else None,
+        "end_datetime": times[-1] if times else None,
+        "emb:type": "chip",
+        "emb:dimensions": int(ident["embed_dim"]),
+        "data_type": ident["dtype"],
+        "gsd": 1200.0,
+        "emb:chip_layout": chip_layout,
+        "emb:temporal_resolution": "single_acquisition",
+        "emb:runtime_parameters": {
+            "pooling": ident["pooling"], "bands": ["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"],
+            "chip_pixels": 40, "min_valid": attrs["geomoe:query"].get("min_valid"),
+            "normalisation": attrs.get("geomoe:normalisation"),
+            "model_size": ident["model_size"], "checkpoint_sha256": ident["checkpoint_sha256"],
+        },
+        "emb:quantization": {"method": "none", "original_dtype": "float32",
+                             "quantized_dtype": ident["dtype"]},
+        "processing:software": {"geomoe": attrs.get("geomoe:version", "?")},
+        "processing:datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "geomoe:query": {k: v for k, v in attrs["geomoe:query"].items() if k != "aoi"},
+    }
+    links = [{"rel": "emb:source-data", "href": next((l["href"] for l in i.get("links", [])
+                                                      if l.get("rel") == "self"), i["id"]),
+              "title": i["id"]} for i in items]
+    links.append({"rel": "emb:model", "href": str(model.get("checkpoint", "")),
+                  "title": f"geomoe MoE-MAE size {ident['model_size']} (sha256 {ident['checkpoint_sha256'][:12]}...)"})
+    return {
+        "type": "Feature", "stac_version": "1.1.0",
+        "stac_extensions": [EMB_EXTENSION,
+                            "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
+                            "https://stac-extensions.github.io/projection/v2.0.0/schema.json"],
+        "id": name.removesuffix(".zarr") or "cube",
+        "geometry": sg.mapping(geom), "bbox": list(geom.bounds),
+        "properties": props, "links": links, "assets": assets,
+    }
+
+
+def write_cube_item(cube: Cube) -> Path:
+    """Write the item atomically beside the store; returns its path."""
+    path = stac_item_path(cube.path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(cube_item(cube), indent=1, default=str))
+    os.replace(tmp, path)
+    return path
