@@ -1,0 +1,168 @@
+"""Fixed grid on real scenes: lat/lon, pixels vs direct reads, alignment across items, mosaics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import numpy as np
+import pytest
+import rasterio
+from pyproj import Transformer
+from rasterio.transform import rowcol
+
+from geomoe.chips import CHIP_METERS, CHIP_PIXELS, iter_chips, plan_chips
+from geomoe.meta import encode_hour, encode_week
+
+from .conftest import LIVERPOOL, chip_pixel_centres, derive_item
+
+
+def _all(stream):
+    batches = list(stream)
+    cat = lambda f: np.concatenate([getattr(b, f) for b in batches])  # noqa: E731
+    return batches, cat
+
+
+def _deg(sc: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arctan2(sc[:, 0], sc[:, 1]))
+
+
+def test_liverpool_latlon_inside_raster_bounds(bundled_items, aois, shared_data):
+    assert (CHIP_PIXELS, CHIP_METERS) == (40, 1200.0)
+    item = bundled_items[LIVERPOOL]
+    aoi = aois("liverpool")
+    batches, cat = _all(iter_chips([item], aoi=aoi, batch_size=7, min_valid=0.9))
+    assert [len(b) for b in batches[:-1]] == [7] * (len(batches) - 1)
+    idx, x, y = cat("index"), cat("x"), cat("y")
+    assert len(idx) >= 10
+    assert set(idx["epsg"]) == {32630}
+    np.testing.assert_array_equal(x, (idx["col"] + 0.5) * 1200)
+    np.testing.assert_array_equal(y, (idx["row"] + 0.5) * 1200)
+    # expected centre lat/lon with pyproj, and inside the raster's WGS84 bounds (the source stack)
+    lon_e, lat_e = Transformer.from_crs(32630, 4326, always_xy=True).transform(x, y)
+    np.testing.assert_allclose(_deg(cat("lat")), lat_e, atol=1e-4)
+    np.testing.assert_allclose(_deg(cat("lon")), lon_e, atol=1e-4)
+    src = shared_data / "xlandsat-l2sp" / f"{LIVERPOOL}_SR_stack.tif"
+    with rasterio.open(src) as ds:
+        w, s, e, n = rasterio.warp.transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    assert np.all((lat_e > s) & (lat_e < n) & (lon_e > w) & (lon_e < e))
+    # and inside the AOI's bounds (chips intersect the AOI)
+    aw, as_, ae, an = aoi.bounds
+    assert np.all((lat_e > as_ - 0.02) & (lat_e < an + 0.02) & (lon_e > aw - 0.02) & (lon_e < ae + 0.02))
+    # time metadata from the real datetime 2020-09-27T11:10:50Z (ISO week 39, hour 11)
+    assert set(idx["time"].astype(str)) == {"2020-09-27T11:10:50"}
+    a_h, a_w = 2 * np.pi * 11 / 24, 2 * np.pi * 39 / 52
+    np.testing.assert_allclose(cat("hour"), np.tile([np.sin(a_h), np.cos(a_h)], (len(idx), 1)), atol=1e-6)
+    np.testing.assert_allclose(cat("week"), np.tile([np.sin(a_w), np.cos(a_w)], (len(idx), 1)), atol=1e-6)
+    assert encode_hour(["2020-09-27T11:10:50Z"]).tolist() == cat("hour")[:1].tolist()
+    assert encode_week(["2020-09-27T11:10:50Z"]).tolist() == cat("week")[:1].tolist()
+
+
+def test_liverpool_pixels_match_direct_read_of_source(bundled_items, shared_data):
+    """Every pixel of every chip equals the source stack's pixel at rasterio.index(centre)."""
+    item = bundled_items[LIVERPOOL]
+    batches, cat = _all(iter_chips([item], min_valid=0.0))
+    px, idx = cat("pixels"), cat("index")
+    assert px.dtype == np.uint16 and px.shape[1:] == (7, 40, 40)
+    src = shared_data / "xlandsat-l2sp" / f"{LIVERPOOL}_SR_stack.tif"
+    with rasterio.open(src) as ds:
+        stack = ds.read()
+        tr = ds.transform
+    for k in range(len(idx)):
+        xs, ys = chip_pixel_centres(int(idx["row"][k]), int(idx["col"][k]))
+        X, Y = np.meshgrid(xs, ys)
+        r, c = rowcol(tr, X.ravel(), Y.ravel())
+        r, c = np.asarray(r).reshape(40, 40), np.asarray(c).reshape(40, 40)
+        inside = (r >= 0) & (r < stack.shape[1]) & (c >= 0) & (c < stack.shape[2])
+        exp = np.zeros((7, 40, 40), np.uint16)
+        exp[:, inside] = stack[:, r[inside], c[inside]]
+        np.testing.assert_array_equal(px[k], exp, err_msg=f"chip {idx[k]}")
+    assert (cat("valid") == 1.0).sum() > 40  # the interior chips are whole
+    # zscored() is the published normalisation of the same DN
+    z = batches[0].zscored()
+    assert z.dtype == np.float32 and z.shape == batches[0].pixels.shape
+
+
+def test_lazy_xarray_path_matches_chips(bundled_items):
+    from geomoe.reader import load_xarray
+
+    item = bundled_items[LIVERPOOL]
+    _, cat = _all(iter_chips([item], min_valid=0.0))
+    px, idx = cat("pixels"), cat("index")
+    r0, r1 = int(idx["row"].min()), int(idx["row"].max()) + 1
+    c0, c1 = int(idx["col"].min()), int(idx["col"].max()) + 1
+    da = load_xarray([item], bbox=(c0 * 1200, r0 * 1200, c1 * 1200, r1 * 1200))
+    assert da.dtype == np.uint16 and da.sizes["band"] == 7
+    arr = da.isel(time=0).values  # (7, H, W), north at the top
+    assert arr.shape == (7, (r1 - r0) * 40, (c1 - c0) * 40)
+    for k in range(len(idx)):
+        i, j = (r1 - 1 - int(idx["row"][k])) * 40, (int(idx["col"][k]) - c0) * 40
+        np.testing.assert_array_equal(arr[:, i : i + 40, j : j + 40], px[k])
+
+
+def test_fixed_grid_lines_up_across_items(bundled_items, tmp_path):
+    """A crop with another origin and date gives the same (row, col) for the same ground chip."""
+    item = bundled_items[LIVERPOOL]
+    other = derive_item(item, tmp_path / "crop", "crop", window=(37, 53, 200, 300),
+                        when=dt.datetime(2021, 3, 1, 11, 0, tzinfo=dt.timezone.utc))
+    plan = plan_chips([item, other])
+    assert len(plan.groups) == 2  # two solar days, never mosaicked together
+    _, cat = _all(iter_chips([item, other], min_valid=1.0))
+    idx, px, ids = cat("index"), cat("pixels"), cat("item_id")
+    a = {(r, c): k for k, (r, c, i) in enumerate(zip(idx["row"], idx["col"], ids)) if i == item.id}
+    b = {(r, c): k for k, (r, c, i) in enumerate(zip(idx["row"], idx["col"], ids)) if i == "crop"}
+    common = sorted(set(a) & set(b))
+    assert len(common) >= 20
+    for key in common:
+        np.testing.assert_array_equal(px[a[key]], px[b[key]])
+
+
+def test_same_day_scenes_mosaic_to_one_chip_each(bundled_items, tmp_path):
+    item = bundled_items[LIVERPOOL]
+    west = derive_item(item, tmp_path / "w", "a-west", window=(0, 0, 267, 250))
+    east = derive_item(item, tmp_path / "e", "b-east", window=(0, 180, 267, 253))
+    plan = plan_chips([west, east])
+    assert len(plan.groups) == 1 and len(plan.groups[0].items) == 2
+    whole = plan_chips([item])
+    key = lambda p: sorted(zip(p.groups[0].chips["row"], p.groups[0].chips["col"]))  # noqa: E731
+    assert key(plan) == key(whole)
+    _, cat = _all(iter_chips([west, east], min_valid=0.0))
+    _, ref = _all(iter_chips([item], min_valid=0.0))
+    np.testing.assert_array_equal(cat("index"), ref("index"))
+    np.testing.assert_array_equal(cat("pixels"), ref("pixels"))
+    np.testing.assert_array_equal(cat("valid"), ref("valid"))
+    # one chip per (epsg, day, row, col); primary item = first by datetime then id whose footprint covers it
+    assert set(cat("item_id")) == {"a-west", "b-east"}
+
+
+def test_europe_aoi_enumerates_only_data_bearing_chips(bundled_items, aois):
+    items = list(bundled_items.values())
+    t = time.perf_counter()
+    plan = plan_chips(items, aoi=aois("europe"))
+    seconds = time.perf_counter() - t
+    # a 44 x 33 degree AOI is ~ 3 million fixed-grid chips; only the data's are enumerated
+    n_ben = sum(1 for i in items if i.id.startswith("S2"))
+    assert n_ben == 200
+    liverpool_all = len(plan_chips([bundled_items[LIVERPOOL]]))
+    assert len(plan) == n_ben + liverpool_all
+    assert seconds < 3.0, seconds
+    assert {g.grid for g in plan.groups} == {"fixed", "item"}
+    assert all(g.day is not None for g in plan.groups if g.grid == "fixed")
+    # the empty (open ocean) and antimeridian AOIs plan zero chips without error
+    assert len(plan_chips(items, aoi=aois("empty"))) == 0
+    assert len(plan_chips(items, aoi=aois("antimeridian"))) == 0
+
+
+def test_window_epsg_and_determinism(bundled_items):
+    item = bundled_items[LIVERPOOL]
+    plan = plan_chips([item])
+    rows, cols = plan.groups[0].chips["row"], plan.groups[0].chips["col"]
+    win = (int(rows.min()), int(rows.min()) + 3, int(cols.min()), int(cols.min()) + 5)
+    _, cat = _all(iter_chips([item], plan=plan, window=win, min_valid=0.0))
+    idx = cat("index")
+    assert len(idx) == 15
+    assert np.all((idx["row"] >= win[0]) & (idx["row"] < win[1]) & (idx["col"] >= win[2]) & (idx["col"] < win[3]))
+    assert len(list(iter_chips([item], plan=plan, epsg=32631))) == 0
+    _, again = _all(iter_chips([item], plan=plan, window=win, min_valid=0.0, workers=1))
+    np.testing.assert_array_equal(again("index"), idx)
+    np.testing.assert_array_equal(again("pixels"), cat("pixels"))
