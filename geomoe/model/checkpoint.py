@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import struct
 import zipfile
 from functools import lru_cache
@@ -73,6 +74,11 @@ def _check_keys(sd: dict[str, Tensor], cfg: ModelConfig, published: bool, path: 
     wrong = [(k, tuple(sd[k].shape), want[k]) for k in want if k in sd and tuple(sd[k].shape) != want[k]]
     if not (missing or unexpected or wrong):
         return
+    if not set(sd) & set(want):
+        raise CheckpointError(
+            f"{path} holds tensors {sorted(sd)[:_MAX_LISTED]}, none of which belong to an MoE-MAE: "
+            "not an MoE-MAE checkpoint; pass the published pretrained_*.pth or a geomoe .safetensors file"
+        )
     layout = "published MoE-MAE" if published else "geomoe"
     look, score = _closest_size(sd, published)
     looks = f"it looks most like size {look.size} ({score}/{len(sd)} keys match that size's shapes)"
@@ -134,8 +140,8 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if "weights only" in msg.lower() or "weights_only" in msg:
-            detail = msg.split("Please file an issue")[0].strip().splitlines()
-            why = next((ln.strip() for ln in detail if "GLOBAL" in ln or "Unsupported" in ln), detail[-1] if detail else "")
+            found = re.search(r"GLOBAL [\w.]+(?: [\w.]+)?", msg) or re.search(r"Unsupported [^.]*", msg)
+            why = f"it references {found.group(0)}" if found else "it is not a plain tensor pickle"
             raise CheckpointError(
                 f"refusing to load {path}: it contains pickled Python objects/code, not just tensors "
                 f"({why}). geomoe never runs code from a checkpoint. If you trust the file, re-save only its "

@@ -1,0 +1,91 @@
+"""Eval is deterministic (routing on clean logits); noise and dropout only in train()."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geomoe.model import ModelInputError, build_model
+
+
+def test_repeated_encode_is_bit_identical(ref_model_S, ref_io, ref_meta):
+    a = ref_model_S.encode(ref_io["images"], **ref_meta)
+    b = ref_model_S.encode(ref_io["images"], **ref_meta)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.raw_tokens, b.raw_tokens)
+    # batch composition does not change a chip's routing (no batch-level noise)
+    one = ref_model_S.encode(ref_io["images"][:1], **{k: v[:1] for k, v in ref_meta.items()})
+    assert (one.tokens[0] - a.tokens[0]).abs().max() < 1e-4
+
+
+def test_published_behaviour_was_noisy_ours_is_not(ref_dir, ref_io, ref_meta, reference, ref_model_S):
+    noisy = reference.RefMoEMAE("S", noise="always").eval()
+    noisy.load_state_dict(torch.load(ref_dir / "ref_S_seed0.pth", weights_only=True)["model_state"])
+    with torch.no_grad():
+        c1 = noisy.encoder(ref_io["images"], **ref_meta)[0][:, 4]
+        c2 = noisy.encoder(ref_io["images"], **ref_meta)[0][:, 4]
+    assert not torch.equal(c1, c2)  # the published gate adds noise in eval too
+    e1 = ref_model_S.embed(ref_io["images"], **ref_meta, pooling="cls")
+    assert torch.equal(e1, ref_model_S.embed(ref_io["images"], **ref_meta, pooling="cls"))
+
+
+def test_noise_only_in_train(ref_io):
+    torch.manual_seed(0)
+    model = build_model("XXS")
+    x = ref_io["images"]
+    ids = torch.arange(25).expand(8, 25)
+    model.train()
+    r1 = model.forward_mae(x, ids_keep=ids)
+    r2 = model.forward_mae(x, ids_keep=ids)
+    assert not torch.equal(r1.pred, r2.pred)  # routing noise + expert dropout
+    torch.manual_seed(3)
+    r3 = model.forward_mae(x, ids_keep=ids, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(3)
+    r4 = model.forward_mae(x, ids_keep=ids, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(r3.pred, r4.pred)  # seeded training step is reproducible
+    model.eval()
+    e1, e2 = model.forward_mae(x, ids_keep=ids), model.forward_mae(x, ids_keep=ids)
+    assert torch.equal(e1.pred, e2.pred) and torch.equal(e1.loss, e2.loss)
+
+
+def test_training_step_reaches_every_parameter(ref_io):
+    torch.manual_seed(0)
+    model = build_model("XXS").train()
+    r = model.forward_mae(ref_io["images"], generator=torch.Generator().manual_seed(0))
+    assert r.ids_keep.shape == (8, 25) and r.mask.sum() == 8 * 75 and r.ids_restore.shape == (8, 100)
+    r.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+    g = torch.Generator().manual_seed(5)
+    m1 = model.forward_mae(ref_io["images"], generator=g).ids_keep
+    assert not torch.equal(m1, model.forward_mae(ref_io["images"], generator=g).ids_keep)
+
+
+def test_eval_outputs_feed_autograd(ref_model_S, ref_io):
+    """encode() uses inference_mode in eval, but its outputs still work in a trainable probe."""
+    emb = ref_model_S.embed(ref_io["images"])
+    w = torch.zeros(144, 19, requires_grad=True)
+    (emb @ w).sum().backward()
+    assert w.grad is not None and not emb.requires_grad
+
+
+def test_bf16_autocast_is_close(ref_model_S, ref_io, ref_meta):
+    ref = ref_model_S.embed(ref_io["images"], **ref_meta)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = ref_model_S.embed(ref_io["images"], **ref_meta)
+    assert low.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(low, ref, dim=1)
+    assert cos.min() > 0.99
+
+
+def test_bad_inputs_have_clear_errors(ref_model_S, ref_io):
+    x = ref_io["images"]
+    with pytest.raises(ModelInputError, match=r"\(B, 7, 40, 40\)"):
+        ref_model_S.encode(x[:, :6])
+    with pytest.raises(ModelInputError, match="zscore"):
+        ref_model_S.encode(x.to(torch.int32))
+    with pytest.raises(ModelInputError, match=r"week must be a \(B, 2\)"):
+        ref_model_S.encode(x, week=torch.zeros(8, 3))
+    with pytest.raises(ModelInputError, match="pooling"):
+        ref_model_S.embed(x, pooling="max")
+    with pytest.raises(ModelInputError, match="ids_keep"):
+        ref_model_S.forward_mae(x, ids_keep=torch.full((8, 25), 100))
