@@ -506,13 +506,19 @@ class ChipStream:
                 yield batch
             zero = sorted(i for i in per_item_planned if per_item_kept[i] == 0)
             self.stats["zero_chip_items"] = zero
-            if self.stats["kept"] == 0:
+            self.stats["planned"] = self.stats["kept"] + self.stats["skipped"]
+            if self.stats["planned"] == 0:
+                log.warning("no chips: the AOI (and epsg/window) intersects no item footprint")
+            elif self.stats["kept"] == 0:
                 log.warning(
-                    "0 chips kept of %d planned: every chip is under min_valid=%.2f (cloud, shadow or fill)",
-                    self.stats["planned"], min_valid,
+                    "0 chips kept of %d planned: every chip is under min_valid=%.2f (cloud, shadow or "
+                    "fill) in scene(s) %s",
+                    self.stats["skipped"], min_valid, ", ".join(zero[:10]),
                 )
             elif zero:
-                log.warning("%d scene(s) gave 0 chips over min_valid=%.2f: %s", len(zero), min_valid, ", ".join(zero[:10]))
+                log.warning(
+                    "%d scene(s) gave 0 chips over min_valid=%.2f: %s", len(zero), min_valid, ", ".join(zero[:10])
+                )
         finally:
             for f in inflight if ex is not None else ():
                 f.cancel()
