@@ -22,7 +22,6 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shp_transform
 from shapely.validation import explain_validity
 
 from geomoe.errors import AOIError
@@ -208,7 +207,11 @@ def _to_wgs84(geom: BaseGeometry, crs: CRS, label: str) -> BaseGeometry:
         minx, miny, maxx, maxy = geom.bounds
         step = max(maxx - minx, maxy - miny) / 50 or 1.0
         geom = shapely.segmentize(geom, step)
-    out = shp_transform(tr.transform, geom)
+    def project(c: np.ndarray) -> np.ndarray:
+        x, y = tr.transform(c[:, 0], c[:, 1])
+        return np.column_stack([x, y])
+
+    out = shapely.transform(geom, project)
     if not out.is_empty:
         coords = shapely.get_coordinates(out)
         if not (abs(coords).max() < 1e30):
@@ -272,8 +275,11 @@ def _unwrap(ring: list[tuple[float, ...]], ref: float | None = None) -> list[tup
     out = []
     prev = ref
     shift = 0.0
+    prev_raw = None
     for x, y, *_ in ring:
-        if prev is not None:
+        on_seam = prev_raw is not None and abs(x) == 180.0 and abs(prev_raw) == 180.0
+        prev_raw = x
+        if prev is not None and not on_seam:  # -180 -> 180 runs along the seam: no crossing
             while x + shift - prev > 180.0:
                 shift -= 360.0
             while x + shift - prev < -180.0:

@@ -340,10 +340,14 @@ def search_catalog(catalog: str | Path | CatalogHandle | None, aoi: AOISource,
     if collection:
         handle.collection = collection
     filt = _Filter(geom, start, end, None if max_cloud is None else float(max_cloud), plats)
-    if handle.kind == "api":
-        result = _search_api(handle, filt, limit)
-    else:
-        result = _search_static(handle, filt)
+    with warnings.catch_warnings():
+        # pystac's storage-extension migration warns for every non-cloud (local) href: noise
+        warnings.filterwarnings("ignore", message="Could not parse bucket/account",
+                                category=UserWarning)
+        if handle.kind == "api":
+            result = _search_api(handle, filt, limit)
+        else:
+            result = _search_static(handle, filt)
     result.seconds = time.perf_counter() - t0
     if result.refused:
         warnings.warn(LandsatPlatformWarning(
