@@ -1,0 +1,106 @@
+"""`geomoe pretrain`: MAE pretraining on chips streamed from a STAC catalog; `--resume` continues."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[2]
+DEFAULT_AOI = _REPO / "catalogs" / "aois" / "europe.geojson"
+
+#: CLI option -> TrainConfig field (options default to None so a resume keeps the saved value).
+_CONFIG_OPTS = {
+    "size": "size", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+    "warmup_steps": "warmup_steps", "checkpoint_every": "checkpoint_every", "seed": "seed",
+    "min_valid": "min_valid", "device": "device", "mask_ratio": "mask_ratio",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="pretrain the MoE-MAE on chips streamed from a STAC catalog",
+        description="Masked-autoencoder pretraining on 40x40 chips streamed from STAC (AdamW, "
+        "warm-up + cosine, checkpoints every --checkpoint-every steps; --resume continues exactly).",
+    )
+    p.add_argument("--catalog", default=None,
+                   help="STAC API URL or catalog.json/collection.json (default: the bundled catalog)")
+    p.add_argument("--aoi", default=str(DEFAULT_AOI),
+                   help="GeoJSON file, URL or inline GeoJSON (default: catalogs/aois/europe.geojson)")
+    p.add_argument("--datetime", default=None, help='RFC 3339 interval, e.g. "2020-01-01/.."')
+    p.add_argument("--max-cloud", type=float, default=None, help="max eo:cloud_cover (percent)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total optimizer steps of the run (default 1000; on --resume: the saved "
+                   "value, a larger one extends the schedule)")
+    p.add_argument("--out", required=True, help="run folder (state/, metrics.csv, previews/, ...)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--init-from", default=None,
+                   help="start from the weights of a geomoe/published checkpoint (fine-tuning)")
+    p.add_argument("--size", default=None, choices=["S", "XS", "XXS"], help="model size (default S)")
+    p.add_argument("--batch-size", type=int, default=None, help="chips per step (default 64)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (0.05)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="default 5%% of --steps")
+    p.add_argument("--mask-ratio", type=float, default=None, help="masked fraction (0.75)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (100)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (0)")
+    p.add_argument("--min-valid", type=float, default=None,
+                   help="skip chips with a smaller valid (clear, non-fill) fraction (0.9)")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (with a checkpoint, resumable) after this much training time")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--export", default=None,
+                   help="also copy the final model.safetensors to this path")
+    p.set_defaults(func=run)
+
+
+def _config_from_args(args: argparse.Namespace, out: Path):
+    from geomoe.train import TrainConfig
+
+    given = {f: getattr(args, o) for o, f in _CONFIG_OPTS.items() if getattr(args, o) is not None}
+    if args.steps is not None:
+        given["steps"] = args.steps
+    if args.resume and (out / "run.json").is_file():
+        saved = json.loads((out / "run.json").read_text())["config"]
+        base = TrainConfig.from_json(saved)
+    else:
+        base = TrainConfig()
+    import dataclasses
+
+    return dataclasses.replace(base, **given)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from geomoe.catalog import search
+    from geomoe.train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    config = _config_from_args(args, out)
+    items = search(args.catalog, args.aoi, datetime=args.datetime, max_cloud=args.max_cloud)
+    print(f"{len(items)} items from {args.catalog or 'the bundled catalog'}; size {config.size}, "
+          f"{config.steps} steps of {config.batch_size} chips -> {out}")
+    from geomoe.aoi import load_aoi
+
+    res = train(
+        items, out, config, aoi=load_aoi(args.aoi), resume=args.resume, init_from=args.init_from,
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
+        data_info={"catalog": args.catalog or "bundled", "aoi": args.aoi,
+                   "datetime": args.datetime, "max_cloud": args.max_cloud},
+    )
+    print(f"{res.stopped}: step {res.step}/{res.steps}, loss {res.final_loss:.4f}, "
+          f"{res.mean_chips_per_s:.0f} chips/s, {res.elapsed_s:.0f} s; model -> {res.model_path}; "
+          f"preview -> {res.preview_path}")
+    if args.export:
+        dst = Path(args.export)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(res.model_path, tmp)
+        tmp.replace(dst)
+        print(f"exported {dst}")
+    return 0
