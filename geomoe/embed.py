@@ -160,7 +160,7 @@ def prepare(req: EmbedRequest) -> Prepared:
     attrs = {
         "title": "geomoe embedding cube",
         "geomoe:version": geomoe.__version__,
-        "geomoe:model": {"size": cfg.get("size"), "config": cfg, "checkpoint": str(ckpt),
+        "geomoe:model": {"size": cfg.get("size"), "config": cfg, "checkpoint": str(ckpt.resolve()),
                          "checkpoint_sha256": sha, "pooling": req.pooling},
         "geomoe:normalisation": {"mean": list(map(float, cfg.get("norm_mean", []) or [])),
                                  "std": list(map(float, cfg.get("norm_std", []) or [])),
@@ -195,6 +195,19 @@ def reopen(req: EmbedRequest) -> Prepared:
     ckpt = Path(attrs["geomoe:model"]["checkpoint"])
     return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt,
                     attrs["geomoe:identity"]["checkpoint_sha256"])
+
+
+_PREPARED: dict[tuple[str, int], Prepared] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def prepared_for(req: dict, run: int) -> Prepared:
+    """Per-process cache for tile tasks: the tasks of one run on one worker plan once."""
+    key = (str(Path(req["out"]).resolve()), int(run))
+    with _PREPARED_LOCK:
+        if key not in _PREPARED:
+            _PREPARED[key] = reopen(EmbedRequest(**req))
+        return _PREPARED[key]
 
 
 # ---------------------------------------------------------------- tiles

@@ -225,7 +225,7 @@ def specs_from_plan(plan: Any, items: Iterable[Any], tile_size: int = 32,
             nx=int(chips["col"].max() - chips["col"].min() + 1),
             days=udays, times=np.array(times, dtype="datetime64[ns]"), item_ids=ids,
             item_day={i: item_day[i] for i in used},
-            time_day={t: d for t, d in time_day.items() if d in set(udays.tolist())},
+            time_day=time_day,
             tile_size=tile_size, chips=chips))
     if table_parts:
         t = np.concatenate(table_parts)

@@ -1,0 +1,127 @@
+"""`geomoe embed-region`: AOI -> embedding cube, locally, on Dask, or via a Prefect deployment.
+
+Without a server: ``geomoe embed-region --aoi catalogs/aois/europe.geojson [--out cube.zarr]``.
+``--dask-address tcp://host:8786`` / ``--dask-workers N`` run the Prefect flow with its tile
+tasks on Dask; ``--deployment [NAME]`` asks the configured Prefect server to run the
+deployment (``embed-region/default``) instead. Those two paths live in flows/ (geomoe itself
+never imports Prefect) and are loaded from the source checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+from geomoe.errors import GeomoeError
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "embed-region", help="embed every chip of an AOI into a Zarr cube",
+        description="Search the catalog for the AOI, chip the scenes, embed them with the "
+                    "MoE-MAE and write a resumable Zarr cube (rerun the same command to resume).")
+    p.add_argument("--aoi", required=True, help="GeoJSON file, URL or inline GeoJSON")
+    p.add_argument("--out", default="cube.zarr", help="output Zarr store (default: cube.zarr)")
+    p.add_argument("--catalog", default=None,
+                   help="STAC API URL or catalog.json/collection.json (default: the bundled catalog)")
+    p.add_argument("--datetime", default=None, help='RFC 3339 instant or interval, e.g. "2020-01-01/.."')
+    p.add_argument("--max-cloud", type=float, default=None, help="max eo:cloud_cover (percent)")
+    p.add_argument("--checkpoint", default=None,
+                   help="model weights (default: checkpoints/geomoe-demo-S.safetensors; the published "
+                        "pretrained_S_best.pth also works)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (bf16 autocast on CUDA)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--min-valid", type=float, default=0.9,
+                   help="skip chips with a smaller valid-pixel fraction (recorded in valid_fraction)")
+    p.add_argument("--pooling", default="mean", choices=["mean", "cls", "patch_mean"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--tile-size", type=int, default=32, help="tile = Zarr chunk of N x N chips (default 32)")
+    p.add_argument("--grid", default=None, choices=["fixed", "item"], help="override the chip grid mode")
+    p.add_argument("--plot", action="store_true", help="also write <out>.png (PCs 1-3 as RGB)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--deployment", nargs="?", const="embed-region/default", default=None,
+                   help="run through the Prefect deployment (default embed-region/default) on the "
+                        "server in PREFECT_API_URL and wait for it")
+    g.add_argument("--dask-address", default=None, help="run tile tasks on this Dask scheduler")
+    g.add_argument("--dask-workers", type=int, default=None,
+                   help="run tile tasks on a local Dask cluster of N worker processes")
+    p.set_defaults(func=_run)
+
+
+def _load_flows():
+    for base in (Path.cwd(), _REPO):
+        f = base / "flows" / "embed_region.py"
+        if f.is_file():
+            spec = importlib.util.spec_from_file_location("flows.embed_region", f)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules["flows.embed_region"] = mod
+            spec.loader.exec_module(mod)
+            return mod
+    raise GeomoeError("flows/embed_region.py not found: run from the geomoe source checkout "
+                      "to use --deployment or --dask-*")
+
+
+class _Printer:
+    """At most one progress line per second, plus the last one."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, p) -> None:
+        now = time.monotonic()
+        if now - self.last >= 1.0 or p.done >= p.total:
+            self.last = now
+            print(f"[embed-region] {p.line()}", file=sys.stderr, flush=True)
+
+
+def _params(args: argparse.Namespace) -> dict:
+    aoi = args.aoi
+    if Path(aoi).is_file():
+        aoi = str(Path(aoi).resolve())
+    return {"aoi": aoi, "catalog": args.catalog, "datetime": args.datetime,
+            "checkpoint": None if args.checkpoint is None else str(Path(args.checkpoint).resolve()),
+            "out": str(Path(args.out).resolve()), "device": args.device,
+            "batch_size": args.batch_size, "min_valid": args.min_valid, "pooling": args.pooling,
+            "dtype": args.dtype, "tile_size": args.tile_size, "max_cloud": args.max_cloud}
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.deployment:
+        mod = _load_flows()
+        run = mod.trigger_deployment(_params(args), name=args.deployment)
+        state = run.state
+        print(f"flow run {run.name} ({run.id}) of {args.deployment}: {state.type.value if state else '?'}")
+        return 0 if state is not None and state.is_completed() else 1
+    if args.dask_address or args.dask_workers:
+        mod = _load_flows()
+        summary = mod.run_with_dask(_params(args), address=args.dask_address,
+                                    n_workers=args.dask_workers or 2)
+        print(json.dumps(summary, indent=1) if args.json else
+              f"embedded {summary['chips_embedded']:,} chips, skipped {summary['chips_skipped_cloud']:,} "
+              f"for cloud/fill, in {summary['seconds']:.1f} s; cube: {summary['out']}")
+        return 0
+    from geomoe.embed import embed_region
+
+    s = embed_region(args.aoi, catalog=args.catalog, datetime=args.datetime, checkpoint=args.checkpoint,
+                     out=args.out, device=args.device, batch_size=args.batch_size,
+                     min_valid=args.min_valid, pooling=args.pooling, dtype=args.dtype,
+                     progress=None if args.quiet else _Printer(), max_cloud=args.max_cloud,
+                     tile_size=args.tile_size, grid=args.grid)
+    if args.plot:
+        from geomoe.plot import plot_cube
+
+        s.extra["plot"] = str(plot_cube(s.out))
+    print(json.dumps(s.to_dict(), indent=1) if args.json else str(s))
+    if args.plot and not args.json:
+        print(f"plot: {s.extra['plot']}")
+    print(f"open it: xr.open_zarr({s.out!r}, group={s.groups[0]!r}, consolidated=False, "
+          f"decode_coords='all')", file=sys.stderr)
+    return 0
