@@ -446,6 +446,9 @@ def _finish(items: Iterable[pystac.Item], href: str) -> list[pystac.Item]:
     out = []
     for item in items:
         item = item.clone()
+        _both_proj_fields(item.properties)
+        for asset in item.assets.values():
+            _both_proj_fields(asset.extra_fields)
         for key, asset in item.assets.items():
             if _is_relative(asset.href):
                 absolute = asset.get_absolute_href()
@@ -457,6 +460,19 @@ def _finish(items: Iterable[pystac.Item], href: str) -> list[pystac.Item]:
         out.append(item)
     out.sort(key=lambda it: (_sort_time(it), it.id))
     return out
+
+
+def _both_proj_fields(fields: dict) -> None:
+    """Keep `proj:code` AND `proj:epsg`: pystac 1.15 migrates epsg to code on read (dropping
+    epsg), while stackstac 0.5 reads only `proj:epsg`; readers may rely on either."""
+    code, epsg = fields.get("proj:code"), fields.get("proj:epsg")
+    if epsg is None and isinstance(code, str) and code.upper().startswith("EPSG:"):
+        try:
+            fields["proj:epsg"] = int(code.split(":", 1)[1])
+        except ValueError:
+            pass
+    elif code is None and epsg is not None:
+        fields["proj:code"] = f"EPSG:{int(epsg)}"
 
 
 def _is_relative(href: str) -> bool:

@@ -460,7 +460,9 @@ def build_manaus_fixture(source: Path, out: Path) -> dict:
     win = Window(200, 200, 64, 64)
     with rasterio.open(stack) as ds:
         data = ds.read(window=win)
-        transform = ds.window_transform(win)
+        t = ds.transform  # (window_transform warns on rasterio 1.4: affine `*` deprecation)
+        transform = rasterio.Affine(t.a, t.b, t.c + t.a * win.col_off, t.d, t.e,
+                                    t.f + t.e * win.row_off)
         crs, epsg = ds.crs, ds.crs.to_epsg()
         descs = list(ds.descriptions)
     folder = out / "test-fixtures" / cid / item_id

@@ -60,6 +60,7 @@ def test_api_pages_and_returns_all_landsat_8_9(stac_api, real_items):
     keys = [(it.datetime, it.id) for it in res.items]
     assert keys == sorted(keys)
     for it in res.items:
+        assert it.properties["proj:code"] == f"EPSG:{it.properties['proj:epsg']}"
         assert it.assets["coastal"].href.startswith(str(real_items.root / "assets"))
 
 
