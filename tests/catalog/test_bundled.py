@@ -207,3 +207,27 @@ def test_cli_search_and_build(repo_root, capsys, tmp_path, shared_data):
     assert main(["catalog", "build", "--source", str(tmp_path / "nope"), "--out",
                  str(tmp_path / "out")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_static_catalog_over_http(repo_root):
+    """The same bundled catalog served by a real HTTP server: same ids, absolute http hrefs."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 partial(Quiet, directory=str(repo_root / "catalogs")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/catalog.json"
+        res = search_catalog(url, aoi(repo_root, "liverpool"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.kind == "static" and [it.id for it in res.items] == [LIVERPOOL]
+    href = res.items[0].assets["coastal"].href
+    assert href == url.replace("catalog.json", f"landsat-scenes/{LIVERPOOL}/coastal.tif")
