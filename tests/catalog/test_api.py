@@ -185,3 +185,20 @@ def test_open_catalog_kinds(stac_api, real_items, bundled_catalog):
     assert open_catalog(None).kind == "bundled"
     with pytest.raises(CatalogError, match="does not exist"):
         open_catalog(real_items.root / "nope.json")
+
+
+def test_broken_static_catalog_errors(real_items, tmp_path):
+    import shutil
+
+    copy = tmp_path / "static"
+    shutil.copytree(real_items.static_collection.parent, copy)
+    victim = next(p for p in sorted(copy.glob("*/*.json")))
+    victim.unlink()
+    with pytest.raises(CatalogError, match="cannot walk static catalog.*missing or corrupt"):
+        search(copy / "collection.json", WORLD)
+    (copy / "collection.json").write_text("{not json")
+    with pytest.raises(CatalogError, match="cannot read static catalog"):
+        search(copy / "collection.json", WORLD)
+    (copy / "collection.json").write_text('{"type": "Feature"}')
+    with pytest.raises(CatalogError):
+        search(copy / "collection.json", WORLD)
