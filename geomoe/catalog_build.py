@@ -439,7 +439,7 @@ def build_landsat_scenes(source: Path, out: Path) -> list[dict]:
         "Real Landsat 8 C2 L2 surface reflectance: a 30 m 7-band crop over Liverpool (xlandsat "
         "sample data, CC0) and two whole scenes downsampled to 512x512 with their QA_PIXEL band "
         "(Greenland 2015, Colombia 2019; stactools-packages/landsat test data, Apache-2.0).",
-        items, "various", [*LANDSAT_PROVIDERS,
+        items, "CC0-1.0 AND Apache-2.0", [*LANDSAT_PROVIDERS,
                            {"name": "xlandsat", "roles": ["processor"],
                             "url": "https://github.com/compgeolab/xlandsat"},
                            {"name": "stactools-packages/landsat", "roles": ["processor"],
@@ -587,34 +587,43 @@ courtesy of the U.S. Geological Survey (public domain). Per-folder terms:
   (MIT licence, code and sample files); BigEarthNet labels under CDLA-Permissive-1.0
   (BigEarthNet, TU Berlin, https://bigearth.net). See bigearthnet-landsat-sample/LICENSE.
 - landsat-scenes/: Liverpool crop from the xlandsat project sample data (CC0-1.0);
-  Greenland and Colombia scenes from stactools-packages/landsat test data (Apache-2.0).
+  Greenland and Colombia scenes from stactools-packages/landsat test data (Apache-2.0,
+  full text in LICENSES/Apache-2.0.txt).
   See landsat-scenes/LICENSE.
 - test-fixtures/: a crop of the xlandsat Manaus sample (CC0-1.0), for tests.
 - aois/: written by geomoe (CC0-1.0).
-The STAC metadata written by geomoe is CC0-1.0.
+The STAC metadata written by geomoe is CC0-1.0. LICENSES/ holds full licence texts (kept by
+hand; the builder does not rewrite it).
 """
 
 BEN_LICENSE = """BigEarthNet-Landsat sample (200 patches)
 
 Imagery: Landsat 8 OLI Collection 2 Level-2, courtesy of the U.S. Geological Survey (public
-domain). Patch extraction and sample: geo-moe-mae (https://github.com/AlbughdadiM/geo-moe-mae),
-MIT License:
+domain). Patch extraction and sample: the geo-moe-mae repository's sample_dataset
+(https://github.com/AlbughdadiM/geo-moe-mae), MIT License, copyright the geo-moe-mae authors:
 
   Permission is hereby granted, free of charge, to any person obtaining a copy of this software
   and associated documentation files (the "Software"), to deal in the Software without
   restriction, including without limitation the rights to use, copy, modify, merge, publish,
   distribute, sublicense, and/or sell copies of the Software, and to permit persons to whom the
-  Software is furnished to do so, subject to the following conditions: The above copyright
-  notice and this permission notice shall be included in all copies or substantial portions of
-  the Software. THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND.
+  Software is furnished to do so, subject to the following conditions:
+
+  The above copyright notice and this permission notice shall be included in all copies or
+  substantial portions of the Software.
+
+  THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING
+  BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+  NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM,
+  DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+  OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
 
 Labels: BigEarthNet (Sumbul et al.; TU Berlin, https://bigearth.net), Community Data License
-Agreement - Permissive, Version 1.0 (CDLA-Permissive-1.0,
-https://cdla.dev/permissive-1-0/). Derived from CORINE Land Cover 2018 (Copernicus Land
-Monitoring Service, European Environment Agency).
+Agreement - Permissive, Version 1.0 (CDLA-Permissive-1.0, https://cdla.dev/permissive-1-0/).
+Derived from CORINE Land Cover (Copernicus Land Monitoring Service, European Environment Agency).
 
-Changes: each 7-band patch split into 7 single-band deflate COGs with nodata 0; labels copied into
-the STAC items and mapped to the 19-class nomenclature (geomoe/labels.py).
+Changes by geomoe: each 7-band patch split into 7 single-band deflate COGs with nodata 0 (pixel
+values unchanged); labels copied into the STAC items and mapped to the 19-class nomenclature
+(geomoe/labels.py); `datetime` parsed from the patch id (the Sentinel-2 acquisition).
 """
 
 XLANDSAT_LICENSE = """Landsat 8/9 crops from the xlandsat project sample data (https://github.com/compgeolab/xlandsat),
@@ -626,7 +635,7 @@ split into single-band COGs.
 SCENES_LICENSE = XLANDSAT_LICENSE + """
 Greenland (LC08_L2SP_005009_20150710) and Colombia (LC08_L2SP_008059_20191201) scenes: from the
 stactools-packages/landsat test data (https://github.com/stactools-packages/landsat),
-Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0). Landsat imagery courtesy of
+Apache License 2.0 (full text: ../LICENSES/Apache-2.0.txt). Landsat imagery courtesy of
 the U.S. Geological Survey (public domain). Changes: rasters re-written as COGs unchanged in
 value and transform; the USGS STAC 0.7 item re-written as a STAC 1.1 item (projection, raster,
 eo, classification extensions) with the scene-centre time from the MTL.
