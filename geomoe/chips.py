@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pystac
+import rasterio
 import shapely.geometry as sg
 
 from geomoe.bands import zscore
@@ -51,7 +52,7 @@ from geomoe.grid import (
 )
 from geomoe.meta import encode_datetime64, encode_latlon
 from geomoe.qa import DEFAULT_MASK_BITS, bitmask
-from geomoe.reader import ItemAssets, RasterPool, read_onto_grid, resolve_assets
+from geomoe.reader import GDAL_ENV, ItemAssets, RasterPool, read_onto_grid, resolve_assets
 
 __all__ = [
     "CHIP_METERS",
@@ -352,16 +353,14 @@ def _read_fixed(tile: _Tile, pool: RasterPool, mask: np.uint16) -> _TileResult:
         a = g.assets[it.id]
         if len(g.items) > 1 and it.id not in needed and mvalid is not None and mvalid.all():
             continue
-        bands = []
-        for href in a.hrefs:
-            ds = pool.open(href, g.epsg)
-            arr = read_onto_grid(ds, href, x0, ytop, H, W, PIXEL_METERS)
-            if arr is None:
+        px = np.empty((len(a.hrefs), H, W), np.uint16)
+        overlap = True
+        for b, href in enumerate(a.hrefs):
+            if read_onto_grid(pool.open(href, g.epsg), href, x0, ytop, H, W, PIXEL_METERS, out=px[b]) is None:
+                overlap = False
                 break
-            bands.append(arr)
-        if len(bands) != len(a.hrefs):
+        if not overlap:
             continue  # no overlap with this tile
-        px = np.stack(bands)
         v = np.minimum.reduce(px, axis=0) != 0
         if a.qa_href is not None and mask:
             qa = read_onto_grid(pool.open(a.qa_href, g.epsg), a.qa_href, x0, ytop, H, W, PIXEL_METERS)
@@ -422,7 +421,8 @@ def _read_item(tile: _Tile, pool: RasterPool, mask: np.uint16) -> _TileResult:
 
 
 def _read_tile(tile: _Tile, pool: RasterPool, mask: np.uint16) -> _TileResult:
-    return _read_item(tile, pool, mask) if tile.group.grid == "item" else _read_fixed(tile, pool, mask)
+    with rasterio.Env(**GDAL_ENV):  # GDAL options are per thread: enter once per tile
+        return _read_item(tile, pool, mask) if tile.group.grid == "item" else _read_fixed(tile, pool, mask)
 
 
 def _index(epsg: np.ndarray, chips: np.ndarray) -> np.ndarray:

@@ -17,7 +17,9 @@ reads ``proj:code`` and picks the same nearest pixels as this reader (checked in
 
 from __future__ import annotations
 
+import collections
 import math
+import os
 import threading
 from dataclasses import dataclass
 
@@ -38,7 +40,10 @@ GDAL_ENV: dict[str, object] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_MULTIRANGE": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "VSI_CACHE": "TRUE",
+    # GDAL's block cache defaults to 5 % of RAM and grows with every block decoded, so peak
+    # memory would grow with the AOI; 128 MB holds a tile row of blocks for reuse, and keeps
+    # memory flat (measured in benchmarks/bench_chips.py). A user's GDAL_CACHEMAX wins.
+    "GDAL_CACHEMAX": int(os.environ.get("GDAL_CACHEMAX", "128")) if os.environ.get("GDAL_CACHEMAX", "128").isdigit() else 128,
 }
 
 
@@ -120,26 +125,32 @@ def _vsi(href: str) -> str:
 
 
 class RasterPool:
-    """Open rasterio datasets, one set per thread (GDAL handles are not thread-safe)."""
+    """Open rasterio datasets, one set per thread (GDAL handles are not thread-safe).
 
-    def __init__(self, epsg_check: bool = True) -> None:
+    At most ``max_open`` handles per thread (least recently used closed first), so a run over
+    thousands of scenes holds a bounded number of files open.
+    """
+
+    def __init__(self, epsg_check: bool = True, max_open: int = 64) -> None:
         self._local = threading.local()
-        self._all: list = []
+        self._all: set = set()
         self._lock = threading.Lock()
         self.epsg_check = epsg_check
+        self.max_open = max_open
 
     def open(self, href: str, epsg: int | None = None):
         cache = getattr(self._local, "cache", None)
         if cache is None:
-            cache = self._local.cache = {}
+            cache = self._local.cache = collections.OrderedDict()
         ds = cache.get(href)
-        if ds is None:
+        if ds is not None:
+            cache.move_to_end(href)
+        else:
             try:
-                with rasterio.Env(**GDAL_ENV):
-                    ds = rasterio.open(_vsi(href))
+                ds = rasterio.open(_vsi(href))
             except (rasterio.errors.RasterioError, OSError) as exc:
                 raise RasterReadError(
-                    f"cannot open raster {href}: {exc}. The file is missing, corrupt or truncated: "
+                    f"cannot open raster {href}: {_detail(exc)}. The file is missing, corrupt or truncated: "
                     "re-download it or drop the item"
                 ) from exc
             if ds.dtypes[0] != "uint16":
@@ -158,7 +169,12 @@ class RasterPool:
                     )
             cache[href] = ds
             with self._lock:
-                self._all.append(ds)
+                self._all.add(ds)
+            while len(cache) > self.max_open:
+                _, old = cache.popitem(last=False)
+                with self._lock:
+                    self._all.discard(old)
+                old.close()
         return ds
 
     def close(self) -> None:
@@ -171,25 +187,33 @@ class RasterPool:
             self._all.clear()
 
 
-def _read(ds, window: Window, href: str) -> np.ndarray:
+def _detail(exc: BaseException) -> str:
+    """rasterio's message plus GDAL's underlying one (which names the TIFF problem)."""
+    cause = exc.__cause__ or exc.__context__
+    return f"{exc} ({cause})" if cause is not None and str(cause) not in str(exc) else str(exc)
+
+
+def _read(ds, window: Window, href: str, out: np.ndarray | None = None) -> np.ndarray:
+    """Band 1 of a window; RasterReadError names the file. Call inside ``rasterio.Env(**GDAL_ENV)``."""
     try:
-        with rasterio.Env(**GDAL_ENV):
-            return ds.read(1, window=window)
+        return ds.read(1, window=window, out=out)
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise RasterReadError(
-            f"cannot read raster {href} (window {window}): {exc}. The file is corrupt or truncated: "
+            f"cannot read raster {href} (window {window}): {_detail(exc)}. The file is corrupt or truncated: "
             "re-download it or drop the item"
         ) from exc
 
 
 def read_onto_grid(
-    ds, href: str, x0: float, ytop: float, nrows: int, ncols: int, res: float = 30.0
+    ds, href: str, x0: float, ytop: float, nrows: int, ncols: int, res: float = 30.0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Band 1 of ``ds`` sampled (nearest) onto a north-up grid of ``res`` m pixels -> (nrows, ncols) uint16.
 
     The output pixel centred at (x, y) takes the source pixel ``rasterio.index(x, y)`` (floor),
     so a 30 m Landsat raster maps by a whole-pixel shift and coarser rasters (the downsampled
     QA scenes, ~480 m) repeat pixels. Outside the raster: 0 (fill). None if no overlap at all.
+    ``out``: optional C-contiguous (nrows, ncols) uint16 array to fill (saves a copy).
     """
     t = ds.transform
     if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
@@ -204,17 +228,19 @@ def read_onto_grid(
         return None
     c_lo, c_hi = int(sc[okc[0]]), int(sc[okc[-1]]) + 1
     r_lo, r_hi = int(sr[okr[0]]), int(sr[okr[-1]]) + 1
-    data = _read(ds, Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo), href)
+    win = Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo)
+    shift = (r_hi - r_lo, c_hi - c_lo) == (okr.size, okc.size)  # whole-pixel shift of a same-res grid
     full = okc.size == ncols and okr.size == nrows
-    if data.shape == (okr.size, okc.size):  # whole-pixel shift: a plain copy
-        if full:
-            return data
+    if shift and full:
+        return _read(ds, win, href, out=out)
+    if out is None:
         out = np.zeros((nrows, ncols), np.uint16)
-        out[okr[0] : okr[-1] + 1, okc[0] : okc[-1] + 1] = data
-        return out
-    out = np.zeros((nrows, ncols), np.uint16)
-    sub = data[np.ix_(sr[okr] - r_lo, sc[okc] - c_lo)]
-    out[okr[0] : okr[-1] + 1, okc[0] : okc[-1] + 1] = sub
+    else:
+        out[...] = 0
+    data = _read(ds, win, href)
+    if not shift:
+        data = data[np.ix_(sr[okr] - r_lo, sc[okc] - c_lo)]
+    out[okr[0] : okr[-1] + 1, okc[0] : okc[-1] + 1] = data
     return out
 
 
