@@ -156,14 +156,16 @@ def footprint_in_crs(item: pystac.Item, epsg: int, aoi: sg.base.BaseGeometry | N
     if geom_ll is None:
         geom_ll = _reproject(rect, epsg, 4326, 1000.0)
     if aoi is not None:
-        minx, miny, maxx, maxy = geom_ll.bounds
-        m = 0.05  # degrees: covers lon/lat-vs-UTM edge curvature of a Landsat scene
-        clip = aoi.intersection(sg.box(minx - m, max(miny - m, -90), maxx + m, min(maxy + m, 90)))
-        if clip.is_empty:
-            return clip
-        part = _reproject(clip, 4326, epsg, 0.01)
-        fp = _reproject(geom_ll, 4326, epsg, 0.01)
-        fp = fp.intersection(part)
+        # part by part, so an item split at the antimeridian does not clip the AOI to the globe
+        pieces = []
+        for part in getattr(geom_ll, "geoms", [geom_ll]):
+            minx, miny, maxx, maxy = part.bounds
+            m = 0.05  # degrees: covers lon/lat-vs-UTM edge curvature of a Landsat scene
+            clip = aoi.intersection(sg.box(minx - m, max(miny - m, -90), maxx + m, min(maxy + m, 90)))
+            if clip.is_empty or clip.area == 0:
+                continue
+            pieces.append(_reproject(part, 4326, epsg, 0.01).intersection(_reproject(clip, 4326, epsg, 0.01)))
+        fp = shapely.union_all(pieces) if pieces else sg.Polygon()
     else:
         fp = _reproject(geom_ll, 4326, epsg, 0.01)
     if rect is not None:
