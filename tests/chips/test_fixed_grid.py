@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import rasterio
+import rasterio.warp
 from pyproj import Transformer
 from rasterio.transform import rowcol
 
@@ -166,3 +167,21 @@ def test_window_epsg_and_determinism(bundled_items):
     _, again = _all(iter_chips([item], plan=plan, window=win, min_valid=0.0, workers=1))
     np.testing.assert_array_equal(again("index"), idx)
     np.testing.assert_array_equal(again("pixels"), cat("pixels"))
+
+
+def test_search_then_chips_end_to_end(aois, shared_data):
+    """The public path: bundled-catalog search with the Liverpool AOI, then iter_chips."""
+    from geomoe.catalog import search
+
+    aoi = aois("liverpool")
+    items = search(None, aoi)
+    assert [i.id for i in items] == [LIVERPOOL]
+    batches = list(iter_chips(items, aoi=aoi, batch_size=256, min_valid=0.9))
+    n = sum(len(b) for b in batches)
+    assert n == len(plan_chips(items, aoi=aoi)) and n > 0  # Liverpool chips are cloud-free and whole
+    lat = np.concatenate([_deg(b.lat) for b in batches])
+    lon = np.concatenate([_deg(b.lon) for b in batches])
+    src = shared_data / "xlandsat-l2sp" / f"{LIVERPOOL}_SR_stack.tif"
+    with rasterio.open(src) as ds:
+        w, s, e, nn = rasterio.warp.transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    assert np.all((lat > s) & (lat < nn) & (lon > w) & (lon < e))
