@@ -31,7 +31,8 @@ from prefect.futures import wait
 from prefect.utilities.annotations import unmapped
 
 from geomoe.cube import ensure_writable
-from geomoe.embed import EmbedRequest, embed_tile, prepare, prepared_for, resolve_checkpoint
+from geomoe.embed import (EmbedRequest, embed_tile, prepare, prepared_for, resolve_checkpoint,
+                          search_and_plan)
 from geomoe.lock import store_lock
 from geomoe.stac_output import write_cube_item
 from geomoe.tiles import Tile
@@ -87,9 +88,10 @@ def embed_region_flow(
                        min_valid=min_valid, pooling=pooling, dtype=dtype, tile_size=tile_size)
     req.validate()
     resolve_checkpoint(req.checkpoint)
+    planned = search_and_plan(req)  # bad AOI / no scenes: nothing is created
     ensure_writable(Path(req.out))
     with store_lock(req.out):
-        prep = prepare(req)
+        prep = prepare(req, planned)
         req.checkpoint = str(prep.checkpoint)
         cube = prep.cube
         run = cube.new_run()

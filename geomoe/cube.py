@@ -38,6 +38,7 @@ import zarr
 from pyproj import Transformer
 
 from geomoe.errors import CubeError
+from geomoe.faults import fault
 from geomoe.tiles import GridSpec, Spec, TableSpec, Tile, plan_fingerprint
 
 FORMAT_VERSION = 1
@@ -398,6 +399,7 @@ class Cube:
 
     def _commit(self, tile: Tile, files: list[str], run: int) -> None:
         _fsync(files)  # data durable first ...
+        fault("after_data_before_commit")
         arr = zarr.open_array(str(self.path), path=f"{tile.group}/tile_done", mode="r+")
         arr[tile.key] = run  # ... then the completion record (one atomic chunk file)
         _fsync([self._chunk(tile.group, "tile_done", tile.key)])

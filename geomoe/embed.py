@@ -30,6 +30,7 @@ import geomoe
 from geomoe.cube import Cube, ensure_writable
 from geomoe.device import autocast, resolve_device
 from geomoe.errors import CheckpointError, GeomoeError
+from geomoe.faults import fault
 from geomoe.lock import store_lock
 from geomoe.tiles import GridSpec, Spec, TableSpec, Tile, specs_from_plan
 
@@ -136,22 +137,38 @@ def _search(req: EmbedRequest):
     return geom, items, specs
 
 
+def is_file(value: Any) -> bool:
+    """True when ``value`` names an existing file (inline GeoJSON strings are not paths)."""
+    if not isinstance(value, (str, os.PathLike)):
+        return False
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # too long / NUL: inline GeoJSON
+        return False
+
+
 def _aoi_json(aoi: Any, geom: Any) -> Any:
     import shapely.geometry as sgeom
 
-    if isinstance(aoi, (str, os.PathLike)) and Path(str(aoi)).is_file():
+    if is_file(aoi):
         return {"source": str(aoi), "geometry": sgeom.mapping(geom)}
     return {"source": "inline" if not isinstance(aoi, str) or aoi.lstrip().startswith("{") else aoi,
             "geometry": sgeom.mapping(geom)}
 
 
-def prepare(req: EmbedRequest) -> Prepared:
+def search_and_plan(req: EmbedRequest) -> tuple[Any, list, list[Spec]]:
+    """AOI -> items -> chip plan -> cube layout. Touches no output (bad input fails here)."""
+    req.validate()
+    return _search(req)
+
+
+def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
     """Search, plan and create/verify the cube. The caller must hold ``store_lock(out)``."""
     from geomoe.model import checkpoint_sha256, load_checkpoint
 
     req.validate()
     ckpt = resolve_checkpoint(req.checkpoint)
-    geom, items, specs = _search(req)
+    geom, items, specs = planned if planned is not None else _search(req)
     sha = checkpoint_sha256(ckpt)
     model = load_checkpoint(ckpt, map_location="cpu")
     cfg = dataclasses.asdict(model.config)
@@ -407,25 +424,6 @@ class EmbedSummary:
 _DONE = object()
 
 
-def _fault(point: str) -> None:
-    """Test hook: GEOMOE_FAULT=<point>:<n> SIGKILLs this process the n-th time ``point`` is
-    reached, to test crash safety at exact places (a real SIGKILL, nothing simulated)."""
-    spec = os.environ.get("GEOMOE_FAULT")
-    if not spec:
-        return
-    name, _, n = spec.partition(":")
-    if name != point:
-        return
-    _FAULT_COUNT[point] = _FAULT_COUNT.get(point, 0) + 1
-    if _FAULT_COUNT[point] >= int(n or 1):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_FAULT_COUNT: dict[str, int] = {}
-
-
 def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = None,
                  checkpoint: str | os.PathLike | None = None, out: str | os.PathLike = "cube.zarr",
                  device: str = "auto", batch_size: int = 256, min_valid: float = 0.9,
@@ -447,9 +445,10 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
     resolve_checkpoint(req.checkpoint)  # fail before any search or write
     dev = resolve_device(device)
     t0 = time.perf_counter()
+    planned = search_and_plan(req)  # bad AOI / no scenes: nothing is created
     ensure_writable(Path(req.out))
     with store_lock(req.out):
-        prep = prepare(req)
+        prep = prepare(req, planned)
         cube = prep.cube
         run = cube.new_run()
         tiles = cube.tiles()
@@ -507,12 +506,12 @@ def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: in
                 buf = writes.get()
                 if buf is _DONE:
                     return
-                _fault("before_tile_write")
+                fault("before_tile_write")
                 buf.write(prep.cube, run)
                 final["embedded"] += buf.embedded
                 final["skipped"] += buf.skipped
                 final["tiles"] += 1
-                _fault("after_tile_write")
+                fault("after_tile_write")
         except BaseException as exc:
             errors.append(exc)
             stop.set()

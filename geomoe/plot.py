@@ -79,7 +79,7 @@ def plot_cube(path: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     n = len(panels)
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(5.5 * cols, 8.0), 4.8 * rows + 0.4), squeeze=False)
     for ax, (title, kind, data) in zip(axes.ravel(), panels):
         if kind == "grid":
             img, extent = data
@@ -95,8 +95,8 @@ def plot_cube(path: str | os.PathLike, out: str | os.PathLike | None = None, *, 
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    fig.suptitle(f"{path.name}: embedding PCs 1-3 as RGB (white = not computed, grey = cloud/fill)",
-                 fontsize=10)
+    fig.suptitle(f"{path.name}: embedding PCs 1-3 as RGB\n(white = not computed, grey = skipped: cloud/fill)",
+                 fontsize=9)
     fig.tight_layout()
     tmp = out.with_name(out.name + ".tmp.png")
     fig.savefig(tmp, dpi=dpi)

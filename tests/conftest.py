@@ -27,3 +27,5 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def bundled_catalog() -> Path:
     return REPO / "catalogs" / "catalog.json"
+
+pytest_plugins = ["tests.conftest_prefect"]  # session Prefect server fixture (real server on 127.0.0.1)

@@ -83,8 +83,10 @@ class _Printer:
 
 
 def _params(args: argparse.Namespace) -> dict:
+    from geomoe.embed import is_file
+
     aoi = args.aoi
-    if Path(aoi).is_file():
+    if is_file(aoi):
         aoi = str(Path(aoi).resolve())
     return {"aoi": aoi, "catalog": args.catalog, "datetime": args.datetime,
             "checkpoint": None if args.checkpoint is None else str(Path(args.checkpoint).resolve()),

@@ -1,0 +1,147 @@
+"""A real Prefect server for the test session (SQLite, 127.0.0.1, its own PREFECT_HOME).
+
+Loaded from tests/conftest.py via ``pytest_plugins``. Measured facts it works around:
+``prefect server start --background`` dies on its next log line (so: Popen in its own
+session, output to a log file, poll ``/api/health``); ``prefect server status --wait``
+has no timeout; the server sends telemetry unless PREFECT_SERVER_ANALYTICS_ENABLED=false
+(and DO_NOT_TRACK=1); runs start after ~15 s unless the poll intervals are lowered; a
+worker ignores the first SIGTERM (``stop_process`` escalates to SIGKILL).
+
+Use in a test::
+
+    def test_x(prefect_server):
+        subprocess.run([...], env=prefect_server.env)       # CLI / workers
+        with prefect_server.settings():                       # in-process client calls
+            ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left (workers ignore one SIGTERM)."""
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout / 2 if sig != signal.SIGKILL else timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@dataclass
+class PrefectServer:
+    url: str  # http://127.0.0.1:PORT/api
+    home: Path
+    log: Path
+    env: dict[str, str] = field(repr=False)
+
+    @contextlib.contextmanager
+    def settings(self) -> Iterator[None]:
+        """Point in-process Prefect clients at this server for the ``with`` body."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: self.url}):
+            yield
+
+    def cli(self, *args: str, cwd: str | Path | None = None, timeout: float = 120,
+            check: bool = True) -> subprocess.CompletedProcess:
+        """Run the ``prefect`` CLI against this server."""
+        res = subprocess.run([str(BIN / "prefect"), *args], env=self.env, cwd=cwd, text=True,
+                             capture_output=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"prefect {' '.join(args)} failed ({res.returncode}):\n"
+                                 f"{res.stdout}\n{res.stderr}")
+        return res
+
+    def popen(self, *args: str, log: Path, cwd: str | Path | None = None,
+              extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a long-running process (e.g. a worker) in its own session; stop it with
+        ``stop_process``."""
+        fh = open(log, "ab")
+        try:
+            return subprocess.Popen([*args], env={**self.env, **(extra_env or {})}, cwd=cwd,
+                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            fh.close()
+
+
+def _server_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        # fast pickup instead of the ~15 s defaults
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+    })
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_PROFILES_PATH", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """Start ``prefect server start`` on a free 127.0.0.1 port; stop it after the session."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    env = _server_env(home)
+    log = home / "server.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server not healthy after 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        env = {**env, "PREFECT_API_URL": url}
+        yield PrefectServer(url=url, home=home, log=log, env=env)
+    finally:
+        stop_process(proc, timeout=20)

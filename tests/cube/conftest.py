@@ -1,0 +1,62 @@
+"""Fixtures for cube / embed tests: a real (seeded, explicitly created) checkpoint and AOIs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+LIVERPOOL_ITEM = "LC08_L2SP_204023_20200927_20201006_02_T1"
+
+
+@pytest.fixture(scope="session")
+def ckpt_xxs(tmp_path_factory) -> Path:
+    """A real geomoe checkpoint (XXS, seed 0): honest test input, not the demo weights."""
+    from geomoe.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "xxs-seed0.safetensors"
+    save_checkpoint(build_model("XXS"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ckpt_xxs_other(tmp_path_factory) -> Path:
+    """A second, different model (seed 1): a store written by it must not be resumed by ckpt_xxs."""
+    from geomoe.model import build_model, save_checkpoint
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("ckpt1") / "xxs-seed1.safetensors"
+    save_checkpoint(build_model("XXS"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def liverpool_aoi(repo_root) -> Path:
+    return repo_root / "catalogs" / "aois" / "liverpool.geojson"
+
+
+@pytest.fixture(scope="session")
+def liverpool_scene_aoi(repo_root) -> str:
+    """The whole Liverpool crop (coast, estuary, city): its item's footprint as inline GeoJSON."""
+    item = json.loads((repo_root / "catalogs" / "landsat-scenes" / LIVERPOOL_ITEM / f"{LIVERPOOL_ITEM}.json").read_text())
+    return json.dumps(item["geometry"])
+
+
+@pytest.fixture(scope="session")
+def portugal_aoi() -> str:
+    """A few BigEarthNet-Landsat patches (item grid -> chip-table group)."""
+    return json.dumps({"type": "Polygon", "coordinates": [[[-9.5, 36.5], [-6.5, 36.5], [-6.5, 40.5],
+                                                           [-9.5, 40.5], [-9.5, 36.5]]]})
+
+
+@pytest.fixture(scope="session")
+def liverpool_reference(tmp_path_factory, liverpool_aoi, ckpt_xxs):
+    """One uninterrupted Liverpool run (tile_size=2 -> 6 tiles): the reference cube."""
+    from geomoe.embed import embed_region
+
+    out = tmp_path_factory.mktemp("ref") / "liverpool.zarr"
+    summary = embed_region(str(liverpool_aoi), checkpoint=ckpt_xxs, out=out, batch_size=8, tile_size=2)
+    return out, summary
