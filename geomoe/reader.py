@@ -1,18 +1,22 @@
 """Reading Landsat band assets: asset resolution, raster handles, windowed reads onto a grid.
 
-Loader choice, on evidence (measured 2026-11-24 on this 2-core CPU, shared with other jobs;
-synthetic 2560x2560 px x 7 band deflate COGs = 4096 chips, to uint16 (7, H, W) in memory):
+Loader choice, on evidence (benchmarks/bench_chips.py; measured 2026-11-24 on this 2-core CPU
+while other jobs ran, load average 4-8, so ratios matter more than absolute numbers):
 
-- direct rasterio windowed reads (this module): 5,300-7,650 chips/s single-threaded;
-- odc-stac 0.5.3 ``load(...).compute()`` on the same grid: 3,850 chips/s (threads), 2,600 (sync);
-- stackstac 0.5.1 ``stack(...).compute()``: 3,520 chips/s, and it needs ``rescale=False``,
-  ``fill_value=np.uint16(0)``, ``proj:epsg`` (pystac 1.15 writes only ``proj:code``), absolute
-  hrefs, and ``resolution=`` or it builds a 30.08 m grid from ``proj:transform``.
+- synthetic 2x2-scene mosaic, 4 x 2400^2 px x 7 bands deflate COGs, 14,400 chips:
+  direct windowed reads (this module, incl. QA mask + metadata + batching) 6,958 chips/s
+  (1 worker; up to 7,650 on a quiet moment), odc-stac 0.5.3 load+compute 1,449 chips/s,
+  stackstac 0.5.1 stack+compute 625 chips/s (neither masks nor builds metadata);
+- bundled Liverpool scene (96 chips): direct 3,944, odc-stac 1,732, stackstac 1,291 chips/s.
+- stackstac 0.5.1 also fails on items with only ``proj:code`` ("Cannot pick a common CRS"),
+  builds a 268x434 grid for the 267x433 scene without ``resolution=``, needs ``rescale=False``
+  and ``fill_value=np.uint16(0)`` for uint16, and absolute hrefs. odc-stac reads ``proj:code``
+  and the native grid correctly.
 
-The chip path therefore reads with rasterio directly (about 2x the xarray loaders, since the
-fixed grid is an integer pixel shift of Landsat's own grid and needs no warping) and keeps
-raw uint16 DN. odc-stac stays available for analysts as :func:`load_xarray` (lazy, dask): it
-reads ``proj:code`` and picks the same nearest pixels as this reader (checked in the tests).
+So the chip path reads with rasterio directly: the fixed grid is a whole-pixel shift of
+Landsat's own 30 m grid, so no warp is needed, and there is no dask graph per tile. odc-stac
+stays available for analysts as :func:`load_xarray` (lazy, dask-backed); it picks exactly the
+same nearest pixels as this reader (tests/chips/test_fixed_grid.py checks it bit for bit).
 """
 
 from __future__ import annotations
