@@ -185,3 +185,21 @@ def test_search_then_chips_end_to_end(aois, shared_data):
     with rasterio.open(src) as ds:
         w, s, e, nn = rasterio.warp.transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
     assert np.all((lat > s) & (lat < nn) & (lon > w) & (lon < e))
+
+
+def test_zones_are_never_mixed(bundled_items):
+    """Scenes in different UTM zones form separate groups; each chip carries its own EPSG."""
+    from .conftest import COLOMBIA, GREENLAND
+
+    items = [bundled_items[GREENLAND], bundled_items[COLOMBIA], bundled_items[LIVERPOOL]]
+    plan = plan_chips(items)
+    assert sorted(g.epsg for g in plan.groups) == [32618, 32624, 32630]
+    for g in plan.groups:
+        assert {i.id for i in g.items} == set(g.chips["item_id"]) and len(g.items) == 1
+    # one tile of the Greenland group only
+    g = next(g for g in plan.groups if g.epsg == 32624)
+    r, c = int(np.median(g.chips["row"])), int(np.median(g.chips["col"]))
+    batches = list(iter_chips(items, plan=plan, epsg=32624, window=(r, r + 4, c, c + 4), min_valid=0.0))
+    idx = np.concatenate([b.index for b in batches])
+    assert len(idx) == 16 and set(idx["epsg"]) == {32624}
+    assert set(np.concatenate([b.item_id for b in batches])) == {GREENLAND}
