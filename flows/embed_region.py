@@ -48,8 +48,8 @@ def embed_tile_task(tile: str, req: dict, run: int) -> dict:
     prep = prepared_for(req, run)
     t = Tile.parse(tile)
     if prep.cube.is_done(t):  # a retried task whose first attempt already committed
-        return {"tile": tile, "embedded": 0, "skipped": 0, "already_done": True}
-    return embed_tile(prep, t, run, device=req["device"])
+        return {"tile": tile, "embedded": 0, "skipped": 0, "already_done": True, "pid": os.getpid()}
+    return {**embed_tile(prep, t, run, device=req["device"]), "pid": os.getpid()}
 
 
 def _png_markdown(png: Path, title: str) -> str:
@@ -124,7 +124,7 @@ def embed_region_flow(
         "chips_embedded": embedded, "chips_skipped_cloud": skipped, "tiles_total": len(tiles),
         "tiles_written": len(pending), "tiles_already_done": len(tiles) - len(pending),
         "seconds": round(seconds, 2), "run": run, "checkpoint_sha256": prep.sha256,
-        "stac_item": str(stac),
+        "stac_item": str(stac), "task_pids": sorted({r["pid"] for r in results}),
     }
     print(f"embedded {embedded:,} chips, skipped {skipped:,} for cloud/fill, "
           f"{len(pending)} tile(s) written, {len(tiles) - len(pending)} already done, "
@@ -162,9 +162,13 @@ def dask_task_runner(address: str | None = None, n_workers: int = 2, threads_per
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
-def run_with_dask(params: dict, address: str | None = None, n_workers: int = 2) -> dict:
-    """Run the flow with its tile tasks on Dask (used by ``geomoe embed-region --dask-*``)."""
-    runner = dask_task_runner(address, n_workers=n_workers)
+def run_with_dask(params: dict, address: str | None = None, n_workers: int = 2,
+                  resources: dict | None = None) -> dict:
+    """Run the flow with its tile tasks on Dask (used by ``geomoe embed-region --dask-*``).
+
+    ``resources`` (LocalCluster only), e.g. ``{"GPU": 1}``, with ``gpu_resource=True`` in
+    ``params``, makes every tile task need one GPU slot: one task per GPU at a time."""
+    runner = dask_task_runner(address, n_workers=n_workers, resources=resources)
     return embed_region_flow.with_options(task_runner=runner)(**params)
 
 

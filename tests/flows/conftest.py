@@ -1,0 +1,54 @@
+"""Fixtures for flow tests: a real seeded checkpoint and the flows module loaded by path."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def flow_ckpt(tmp_path_factory) -> Path:
+    """A real geomoe checkpoint (XXS, seed 0) made explicitly for the test."""
+    from geomoe.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("flow-ckpt") / "xxs-seed0.safetensors"
+    save_checkpoint(build_model("XXS"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def embed_flow_module(repo_root):
+    f = repo_root / "flows" / "embed_region.py"
+    spec = importlib.util.spec_from_file_location("flows.embed_region", f)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["flows.embed_region"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def single_process_cube(tmp_path_factory, repo_root, flow_ckpt):
+    """The library (single-process) run every distributed run must equal."""
+    from geomoe.embed import embed_region
+
+    out = tmp_path_factory.mktemp("single") / "liverpool.zarr"
+    embed_region(str(repo_root / "catalogs" / "aois" / "liverpool.geojson"), checkpoint=flow_ckpt,
+                 out=out, batch_size=8, tile_size=2)
+    return out
+
+
+def assert_same_cube(a: Path, b: Path, group: str = "utm30n") -> None:
+    import numpy as np
+
+    from geomoe.cube import open_group
+
+    x, y = open_group(a, group), open_group(b, group)
+    np.testing.assert_allclose(x.embedding.values, y.embedding.values, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(x.valid_fraction.values, y.valid_fraction.values)
+    np.testing.assert_array_equal(x.lat.values, y.lat.values)
+    assert x.rio.crs == y.rio.crs

@@ -1,0 +1,28 @@
+"""Scale-out: the embed-region flow with its tile tasks on a 2-worker Dask LocalCluster
+(prefect-dask DaskTaskRunner, against the real Prefect server) writes the same cube as the
+single-process library run."""
+
+from __future__ import annotations
+
+import os
+
+from .conftest import assert_same_cube
+
+
+def test_two_worker_dask_cube_equals_single_process(prefect_server, embed_flow_module, repo_root,
+                                                    flow_ckpt, single_process_cube, tmp_path, monkeypatch):
+    for k, v in prefect_server.env.items():  # Dask worker processes inherit these
+        if k.startswith("PREFECT_") or k == "DO_NOT_TRACK":
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv("DASK_TEMPORARY_DIRECTORY", str(tmp_path / "dask"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "dask.zarr"
+    params = {"aoi": str(repo_root / "catalogs" / "aois" / "liverpool.geojson"), "out": str(out),
+              "checkpoint": str(flow_ckpt), "tile_size": 2, "batch_size": 8, "device": "cpu",
+              "gpu_resource": True, "plot": False}
+    with prefect_server.settings():
+        # every worker offers one "GPU" slot; tasks annotated gpu_resource need one each
+        summary = embed_flow_module.run_with_dask(params, n_workers=2, resources={"GPU": 1})
+    assert summary["tiles_written"] == 6 and summary["chips_embedded"] == 20
+    assert len(summary["task_pids"]) == 2 and os.getpid() not in summary["task_pids"]
+    assert_same_cube(out, single_process_cube)
