@@ -23,12 +23,10 @@ import collections
 import logging
 import time as _time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pystac
-import rasterio
 import shapely.geometry as sg
 
 from geomoe.bands import zscore
@@ -37,7 +35,6 @@ from geomoe.grid import (
     CHIP_METERS,
     CHIP_PIXELS,
     GRID_MODES,
-    PIXEL_METERS,
     GridError,
     ItemGrid,
     fixed_chips,
@@ -52,7 +49,8 @@ from geomoe.grid import (
 )
 from geomoe.meta import encode_datetime64, encode_latlon
 from geomoe.qa import DEFAULT_MASK_BITS, bitmask
-from geomoe.reader import GDAL_ENV, ItemAssets, RasterPool, read_onto_grid, resolve_assets
+from geomoe.chipread import TILE_CHIPS, iter_tiles, read_tiles
+from geomoe.reader import ItemAssets, RasterPool, resolve_assets
 
 __all__ = [
     "CHIP_METERS",
@@ -66,9 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("geomoe.chips")
-
-#: Chips per tile side: a tile (16x16 chips = 640x640 px x 7 bands, 5.7 MB) is the read unit.
-TILE_CHIPS = 16
 
 INDEX_DTYPE = np.dtype([("epsg", np.int32), ("row", np.int64), ("col", np.int64), ("time", "datetime64[s]")])
 
@@ -293,138 +288,6 @@ def _item_grid(item: pystac.Item, assets: ItemAssets, epsg: int, pool: RasterPoo
 # ----------------------------------------------------------------------------- reading
 
 
-@dataclass
-class _Tile:
-    group: ChipGroup
-    chips: np.ndarray  # subset of group.chips
-
-
-@dataclass
-class _TileResult:
-    group: ChipGroup
-    chips: np.ndarray
-    pixels: np.ndarray  # (k, 7, 40, 40) uint16
-    valid: np.ndarray  # (k,) float32
-    x: np.ndarray
-    y: np.ndarray
-
-
-def _tiles(plan: ChipPlan, epsg: int | None, window: tuple[int, int, int, int] | None) -> Iterator[_Tile]:
-    for g in plan.groups:
-        if epsg is not None and g.epsg != epsg:
-            continue
-        chips = g.chips
-        if window is not None:
-            r0, r1, c0, c1 = window
-            sel = (chips["row"] >= r0) & (chips["row"] < r1) & (chips["col"] >= c0) & (chips["col"] < c1)
-            chips = chips[sel]
-        if len(chips) == 0:
-            continue
-        key = np.stack([chips["row"] // TILE_CHIPS, chips["col"] // TILE_CHIPS], axis=1)
-        if g.grid == "item":
-            ids = chips["item_id"]
-            change = np.ones(len(chips), bool)
-            change[1:] = (ids[1:] != ids[:-1]) | np.any(key[1:] != key[:-1], axis=1)
-        else:
-            change = np.ones(len(chips), bool)
-            change[1:] = np.any(key[1:] != key[:-1], axis=1)
-        starts = np.nonzero(change)[0].tolist() + [len(chips)]
-        for a, b in zip(starts[:-1], starts[1:]):
-            yield _Tile(g, chips[a:b])
-
-
-def _blocks(arr: np.ndarray, nr: int, nc: int) -> np.ndarray:
-    """(C, nr*40, nc*40) -> (nr, nc, C, 40, 40) view-free copy."""
-    c = arr.shape[0]
-    return arr.reshape(c, nr, CHIP_PIXELS, nc, CHIP_PIXELS).transpose(1, 3, 0, 2, 4)
-
-
-def _read_fixed(tile: _Tile, pool: RasterPool, mask: np.uint16) -> _TileResult:
-    g, chips = tile.group, tile.chips
-    rmin, rmax = int(chips["row"].min()), int(chips["row"].max())
-    cmin, cmax = int(chips["col"].min()), int(chips["col"].max())
-    nr, nc = rmax - rmin + 1, cmax - cmin + 1
-    x0, ytop = cmin * CHIP_METERS, (rmax + 1) * CHIP_METERS
-    H, W = nr * CHIP_PIXELS, nc * CHIP_PIXELS
-    mosaic: np.ndarray | None = None
-    mvalid: np.ndarray | None = None
-    needed = set(chips["item_id"].tolist())
-    for it in g.items:  # priority order
-        a = g.assets[it.id]
-        if len(g.items) > 1 and it.id not in needed and mvalid is not None and mvalid.all():
-            continue
-        px = np.empty((len(a.hrefs), H, W), np.uint16)
-        overlap = True
-        for b, href in enumerate(a.hrefs):
-            if read_onto_grid(pool.open(href, g.epsg), href, x0, ytop, H, W, PIXEL_METERS, out=px[b]) is None:
-                overlap = False
-                break
-        if not overlap:
-            continue  # no overlap with this tile
-        v = np.minimum.reduce(px, axis=0) != 0
-        if a.qa_href is not None and mask:
-            qa = read_onto_grid(pool.open(a.qa_href, g.epsg), a.qa_href, x0, ytop, H, W, PIXEL_METERS)
-            if qa is not None:
-                v &= (qa & mask) == 0
-        if mosaic is None:
-            mosaic, mvalid = px, v
-        else:
-            fill = v & ~mvalid
-            if fill.any():
-                mosaic[:, fill] = px[:, fill]
-                mvalid |= fill
-    if mosaic is None:
-        mosaic = np.zeros((7, H, W), np.uint16)
-        mvalid = np.zeros((H, W), bool)
-    bi = rmax - chips["row"]
-    bj = chips["col"] - cmin
-    pix = _blocks(mosaic, nr, nc)[bi, bj]  # fancy index -> (k, 7, 40, 40) copy
-    vfrac = mvalid.reshape(nr, CHIP_PIXELS, nc, CHIP_PIXELS).mean(axis=(1, 3), dtype=np.float32)[bi, bj]
-    x = (chips["col"] + 0.5) * CHIP_METERS
-    y = (chips["row"] + 0.5) * CHIP_METERS
-    return _TileResult(g, chips, np.ascontiguousarray(pix), vfrac.astype(np.float32), x, y)
-
-
-def _read_item(tile: _Tile, pool: RasterPool, mask: np.uint16) -> _TileResult:
-    g, chips = tile.group, tile.chips
-    item_id = str(chips["item_id"][0])
-    ig = g.item_grids[item_id]
-    a = g.assets[item_id]
-    rmin, rmax = int(chips["row"].min()), int(chips["row"].max())
-    cmin, cmax = int(chips["col"].min()), int(chips["col"].max())
-    nr, nc = rmax - rmin + 1, cmax - cmin + 1
-    pr0, pc0 = ig.chip_window(rmin, cmin)
-    from rasterio.windows import Window
-
-    from geomoe.reader import _read
-
-    win = Window(pc0, pr0, nc * CHIP_PIXELS, nr * CHIP_PIXELS)
-    bands = []
-    for href in a.hrefs:
-        ds = pool.open(href, g.epsg)
-        if (ds.height, ds.width) != ig.shape:
-            raise GridError(
-                f"raster {href} is {ds.height}x{ds.width} px but item {item_id!r} declares "
-                f"{ig.shape[0]}x{ig.shape[1]} (proj:shape): fix the item metadata"
-            )
-        bands.append(_read(ds, win, href))
-    px = np.stack(bands)
-    v = np.minimum.reduce(px, axis=0) != 0
-    if a.qa_href is not None and mask:
-        v &= (_read(pool.open(a.qa_href, g.epsg), win, a.qa_href) & mask) == 0
-    bi = chips["row"] - rmin
-    bj = chips["col"] - cmin
-    pix = _blocks(px, nr, nc)[bi, bj]
-    vfrac = v.reshape(nr, CHIP_PIXELS, nc, CHIP_PIXELS).mean(axis=(1, 3), dtype=np.float32)[bi, bj]
-    x, y = ig.chip_centre(chips["row"], chips["col"])
-    return _TileResult(g, chips, np.ascontiguousarray(pix), vfrac.astype(np.float32), np.asarray(x, float), np.asarray(y, float))
-
-
-def _read_tile(tile: _Tile, pool: RasterPool, mask: np.uint16) -> _TileResult:
-    with rasterio.Env(**GDAL_ENV):  # GDAL options are per thread: enter once per tile
-        return _read_item(tile, pool, mask) if tile.group.grid == "item" else _read_fixed(tile, pool, mask)
-
-
 def _index(epsg: np.ndarray, chips: np.ndarray) -> np.ndarray:
     idx = np.empty(len(chips), INDEX_DTYPE)
     idx["epsg"], idx["row"], idx["col"], idx["time"] = epsg, chips["row"], chips["col"], chips["time"]
@@ -434,8 +297,8 @@ def _index(epsg: np.ndarray, chips: np.ndarray) -> np.ndarray:
 class ChipStream:
     """Iterator of ChipBatch returned by :func:`iter_chips`; ``stats`` counts kept/skipped chips.
 
-    Reads tiles on ``workers`` threads with at most ``workers + prefetch`` tiles in flight, so
-    memory is bounded by a few tiles plus one batch whatever the AOI size.
+    Reads bands on ``workers`` reader threads with at most ``workers + prefetch`` tiles queued
+    (geomoe.chipread), so memory is bounded by a few tiles plus one batch whatever the AOI size.
     """
 
     def __init__(self, plan: ChipPlan, batch_size: int, min_valid: float, epsg, window, mask_bits,
@@ -458,30 +321,14 @@ class ChipStream:
         self._gen.close()
 
     def _run(self, batch_size, min_valid, epsg, window, mask, workers, prefetch) -> Iterator[ChipBatch]:
-        pool = RasterPool()
-        ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geomoe-chips") if workers > 1 else None
         kept: list[tuple] = []  # (pixels, valid, chips, epsg, x, y) pieces
         n_kept = 0
         skipped: list[tuple] = []
         per_item_kept: collections.Counter = collections.Counter()
         per_item_planned: collections.Counter = collections.Counter()
+        results = read_tiles(iter_tiles(self.plan, epsg, window), workers, prefetch, mask)
         try:
-            tiles = _tiles(self.plan, epsg, window)
-            inflight: collections.deque = collections.deque()
-
-            def results() -> Iterator[_TileResult]:
-                if ex is None:
-                    for t in tiles:
-                        yield _read_tile(t, pool, mask)
-                    return
-                for t in tiles:
-                    inflight.append(ex.submit(_read_tile, t, pool, mask))
-                    if len(inflight) > workers + prefetch:
-                        yield inflight.popleft().result()
-                while inflight:
-                    yield inflight.popleft().result()
-
-            for res in results():
+            for res in results:
                 ok = res.valid >= min_valid
                 ids = res.chips["item_id"]
                 per_item_planned.update(ids.tolist())
@@ -520,11 +367,7 @@ class ChipStream:
                     "%d scene(s) gave 0 chips over min_valid=%.2f: %s", len(zero), min_valid, ", ".join(zero[:10])
                 )
         finally:
-            for f in inflight if ex is not None else ():
-                f.cancel()
-            if ex is not None:
-                ex.shutdown(wait=True, cancel_futures=True)
-            pool.close()
+            results.close()  # stops the reader threads and closes the rasters
 
     @staticmethod
     def _take(kept: list, n: int, skipped: list) -> tuple[ChipBatch, list, int]:

@@ -39,6 +39,15 @@ from geomoe.errors import GeomoeError, MissingBandError, RasterReadError
 #: QA_PIXEL asset keys, in the order tried.
 QA_KEYS: tuple[str, ...] = ("qa_pixel", "QA_PIXEL")
 
+def _cache_bytes() -> int:
+    """GDAL block cache size in bytes: the user's GDAL_CACHEMAX (MB if < 100000, as GDAL reads it), else 128 MB."""
+    v = os.environ.get("GDAL_CACHEMAX", "")
+    if v.isdigit():
+        n = int(v)
+        return n * 1024 * 1024 if n < 100_000 else n
+    return 128 * 1024 * 1024
+
+
 #: GDAL settings for cloud COGs: no directory listing, no sidecar probing, bigger cache.
 GDAL_ENV: dict[str, object] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -47,7 +56,8 @@ GDAL_ENV: dict[str, object] = {
     # GDAL's block cache defaults to 5 % of RAM and grows with every block decoded, so peak
     # memory would grow with the AOI; 128 MB holds a tile row of blocks for reuse, and keeps
     # memory flat (measured in benchmarks/bench_chips.py). A user's GDAL_CACHEMAX wins.
-    "GDAL_CACHEMAX": int(os.environ.get("GDAL_CACHEMAX", "128")) if os.environ.get("GDAL_CACHEMAX", "128").isdigit() else 128,
+    # (rasterio passes an int straight to GDALSetCacheMax64, i.e. in bytes)
+    "GDAL_CACHEMAX": _cache_bytes(),
 }
 
 
