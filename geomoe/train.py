@@ -569,6 +569,10 @@ def _rgb(z: np.ndarray, mean: np.ndarray, std: np.ndarray, lo: np.ndarray, hi: n
     return np.clip(out, 0, 1)
 
 
+#: Smallest DN range a preview stretches to full brightness (about 0.04 reflectance).
+MIN_SPAN_DN = 1500.0
+
+
 def save_preview(
     model: torch.nn.Module, chips: TrainChips, path: Path, mean: np.ndarray, std: np.ndarray,
     device: torch.device, seed: int = 0, title: str = "",
@@ -588,6 +592,10 @@ def save_preview(
         dn_rgb = r["input"][i][[3, 2, 1]] * std[[3, 2, 1], None, None] + mean[[3, 2, 1], None, None]
         lo = np.percentile(dn_rgb, 2, axis=(1, 2))
         hi = np.percentile(dn_rgb, 98, axis=(1, 2))
+        # a near-uniform chip (water, cloud) would stretch sensor noise to full range and make
+        # any tiny error look huge: give the stretch at least MIN_SPAN_DN (~0.04 reflectance)
+        mid, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, MIN_SPAN_DN / 2)
+        lo, hi = mid - half, mid + half
         vis = np.isnan(r["masked"][i])
         pasted = np.where(vis, r["recon"][i], r["input"][i])
         masked_rgb = _rgb(np.nan_to_num(r["masked"][i]), mean, std, lo, hi)
@@ -603,7 +611,13 @@ def save_preview(
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(cols[j], fontsize=8)
-        axes[i, 0].set_ylabel(str(chips.item_id[i])[-22:], fontsize=6)
+        hidden = vis[0]
+        err = float(np.mean((r["recon"][i][:, hidden] - r["input"][i][:, hidden]) ** 2))
+        base = float(np.mean((r["input"][i][:, hidden]
+                              - r["input"][i][:, ~hidden].mean(axis=1, keepdims=True)) ** 2))
+        axes[i, 0].set_ylabel(f"{str(chips.item_id[i])[-22:]}", fontsize=6)
+        axes[i, 2].set_xlabel(f"hidden-pixel MSE {err:.3f} (z)\nvisible-mean baseline {base:.3f}",
+                              fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (with a checkpoint, resumable) after this much training time")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="stop (with a checkpoint, resumable) after this step; the LR schedule "
+                   "still follows --steps, so a run can be reproduced exactly up to any step")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--export", default=None,
                    help="also copy the final model.safetensors to this path")
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     res = train(
         items, out, config, aoi=load_aoi(args.aoi), resume=args.resume, init_from=args.init_from,
+        stop_at_step=args.stop_at_step,
         max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
         data_info={"catalog": args.catalog or "bundled", "aoi": args.aoi,
                    "datetime": args.datetime, "max_cloud": args.max_cloud},

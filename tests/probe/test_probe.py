@@ -1,0 +1,145 @@
+"""Linear probes on the real bundled BigEarthNet-Landsat sample and a class-folder fixture."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from geomoe.cli import main
+from geomoe.labels import BEN19_CLASSES
+from geomoe.probe import (
+    CheckpointSizeError,
+    LabelsMissingError,
+    cv_multilabel,
+    embed_data,
+    iterative_stratified_folds,
+    load_bigearthnet,
+    load_folder_dataset,
+    load_labelled_items,
+    load_probe_model,
+    write_folder_dataset,
+)
+
+REQUIRED = ("micro_map_mean", "micro_map_std", "macro_map_mean", "macro_map_std", "n_samples",
+            "n_folds", "checkpoint_sha256", "pooling")
+
+
+def test_labels_come_from_items_and_the_unlabelled_patch_is_counted(ben_data):
+    c = ben_data.counts
+    assert c["items"] == 200 and c["unlabelled_excluded"] == 1
+    # the all-fill and 99 %-fill patches (and two partly filled ones) are under min_valid
+    assert c["invalid_excluded"] == 4 and c["samples"] == 195 == len(ben_data.ids)
+    assert "S2A_MSIL2A_20171208T093351_82_79" not in ben_data.ids  # the unlabelled one
+    assert ben_data.pixels.shape == (195, 7, 40, 40) and ben_data.pixels.dtype == np.uint16
+    assert ben_data.y.shape == (195, 19) and ben_data.y.sum(1).min() >= 1
+    assert ben_data.classes == list(BEN19_CLASSES)
+    labelled, _ = load_labelled_items()
+    by_id = {it.id: lab for it, lab in labelled}
+    for i in (0, 77, 194):  # multi-hot rows follow the items' bigearthnet:labels_19
+        assert [BEN19_CLASSES[k] for k in np.flatnonzero(ben_data.y[i])] == by_id[ben_data.ids[i]]
+    assert ben_data.week.shape == (195, 2) and np.isfinite(ben_data.lat).all()
+
+
+def test_iterative_stratification_spreads_every_label():
+    rng = np.random.default_rng(0)
+    y = (rng.random((120, 6)) < [0.5, 0.3, 0.1, 0.05, 0.04, 0.02]).astype(int)
+    folds = iterative_stratified_folds(y, 4, np.random.default_rng(1))
+    assert set(folds) == {0, 1, 2, 3}
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 2
+    for k in range(y.shape[1]):
+        per_fold = np.bincount(folds[y[:, k] == 1], minlength=4)
+        assert per_fold.max() - per_fold.min() <= 1, (k, per_fold)  # rare labels in every fold
+
+
+def test_cli_probe_report_json_csv_png(tmp_path, xxs_checkpoint):
+    report = tmp_path / "report.json"
+    rc = main(["probe", "--checkpoint", str(xxs_checkpoint), "--pooling", "mean",
+               "--folds", "3", "--repeats", "1", "--report", str(report)])
+    assert rc == 0
+    rep = json.loads(report.read_text())
+    for k in REQUIRED:
+        assert k in rep, k
+    assert rep["n_samples"] == 195 and rep["n_folds"] == 3 and rep["pooling"] == "mean"
+    assert len(rep["checkpoint_sha256"]) == 64
+    # a linear probe on real features is far above the label-prevalence chance level (~0.14)
+    prevalence = sum(rep["class_counts"].values()) / (195 * 19)
+    assert rep["micro_map_mean"] > prevalence + 0.2
+    assert 0 < rep["micro_map_std"] < 0.2 and len(rep["micro_map_folds"]) == 3
+    assert "too small to compare" in rep["summary"] and "73.1/55.7" in rep["summary"]
+    assert rep["paper_reference"]["eurosat_landsat_accuracy"] == 74.3
+    base = rep["comparison"]["micro_map"]  # random-init baseline on the same folds
+    assert base["folds"] == 3 and "beats_random_by_more_than_spread" in base
+    rows = list(csv.reader(open(report.with_suffix(".csv"))))
+    assert rows[0][0] == "class" and len(rows) == 1 + 19 + 2
+    png = report.with_suffix(".png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+@pytest.mark.parametrize("pooling", ["cls", "patch_mean"])
+def test_poolings_give_different_embeddings(ben_data, pooling):
+    model, _ = load_probe_model(None, random_init=True, size="XXS", seed=0)
+    sub = type(ben_data)(**{**ben_data.__dict__, "pixels": ben_data.pixels[:16],
+                            **{k: getattr(ben_data, k)[:16] for k in ("week", "hour", "lat", "lon")}})
+    a = embed_data(model, sub, "mean")
+    b = embed_data(model, sub, pooling)
+    assert a.shape == b.shape == (16, 108) and not np.allclose(a, b)
+    assert np.array_equal(b, embed_data(model, sub, pooling))  # frozen and deterministic
+
+
+def test_folder_dataset_multiclass_accuracy(tmp_path, xxs_checkpoint):
+    labelled, _ = load_labelled_items()
+    pick = {"water": "Marine waters", "conifer": "Coniferous forest", "arable": "Arable land"}
+    chosen, used = [], set()
+    for name, cls in pick.items():
+        others = set(pick.values()) - {cls}
+        got = [it for it, lab in labelled if cls in lab and not others & set(lab)
+               and it.id not in used and it.id != "S2A_MSIL2A_20170613T101032_67_54"][:8]
+        used.update(it.id for it in got)
+        chosen += [(it, name) for it in got]
+    root = write_folder_dataset(chosen, tmp_path / "eurosat-like")
+    assert sorted(p.name for p in root.iterdir()) == ["arable", "conifer", "water"]
+    data = load_folder_dataset(root)
+    assert data.pixels.shape == (24, 7, 40, 40) and not data.multilabel and data.week is None
+    report = tmp_path / "folder.json"
+    rc = main(["probe", "--checkpoint", str(xxs_checkpoint), "--dataset-dir", str(root),
+               "--folds", "4", "--repeats", "2", "--report", str(report)])
+    assert rc == 0
+    rep = json.loads(report.read_text())
+    assert rep["task"] == "folder-multiclass" and rep["n_samples"] == 24
+    assert rep["accuracy_mean"] > 0.6  # well above chance (1/3) on these distinct covers
+    assert len(rep["accuracy_folds"]) == 8 and "comparison" in rep
+    assert report.with_suffix(".png").is_file() and report.with_suffix(".csv").is_file()
+
+
+def test_missing_labels_is_a_specific_error(tmp_path, repo_root, capsys):
+    scenes = repo_root / "catalogs" / "landsat-scenes" / "collection.json"
+    with pytest.raises(LabelsMissingError, match="none of the .* items .* has labels"):
+        load_bigearthnet(scenes)
+    rc = main(["probe", "--random-init", "--catalog", str(scenes), "--report",
+               str(tmp_path / "r.json")])
+    assert rc == 1 and "has labels" in capsys.readouterr().err
+    one = tmp_path / "one-class" / "water"
+    one.mkdir(parents=True)
+    (one / "a.tif").write_bytes(b"")
+    with pytest.raises(LabelsMissingError, match="at least 2"):
+        load_folder_dataset(tmp_path / "one-class")
+
+
+def test_checkpoint_of_another_size_is_refused(xxs_checkpoint, tmp_path, capsys):
+    with pytest.raises(CheckpointSizeError, match="size-XXS model, not S"):
+        load_probe_model(xxs_checkpoint, size="S")
+    rc = main(["probe", "--checkpoint", str(xxs_checkpoint), "--size", "S", "--report",
+               str(tmp_path / "r.json")])
+    assert rc == 1 and "size-XXS" in capsys.readouterr().err
+    rc = main(["probe", "--checkpoint", str(tmp_path / "nope.safetensors"), "--report",
+               str(tmp_path / "r.json")])
+    assert rc == 1 and "not found" in capsys.readouterr().err
+
+
+def test_cv_multilabel_rejects_too_few_samples():
+    with pytest.raises(LabelsMissingError, match="too few"):
+        cv_multilabel(np.zeros((6, 4)), np.ones((6, 3), dtype=int), n_folds=5)

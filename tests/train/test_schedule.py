@@ -1,0 +1,81 @@
+"""The pretrain/scheduled deployment on a real local Prefect server, run by a real process worker.
+
+prefect.yaml -> `prefect deploy --name scheduled` -> the weekly cron schedule is on the server ->
+`prefect deployment run 'pretrain/scheduled'` -> `prefect worker start --pool geomoe-process`
+fine-tunes (XXS, 2 steps, Liverpool) and publishes its metrics as artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from tests.conftest_prefect import BIN, stop_process
+
+
+def _wait_run(server, run_id: str, timeout: float = 240):
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with server.settings(), get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"flow run {run_id} still {run.state} after {timeout} s")
+            time.sleep(1)
+
+
+def test_scheduled_deployment_schedule_and_triggered_run(prefect_server, repo_root, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    srv = prefect_server
+    srv.cli("work-pool", "create", "geomoe-process", "--type", "process", "--overwrite")
+    dep = srv.cli("--no-prompt", "deploy", "--name", "scheduled", cwd=repo_root, timeout=180)
+    assert "pretrain/scheduled" in dep.stdout + dep.stderr
+
+    with srv.settings(), get_client(sync_client=True) as client:
+        d = client.read_deployment_by_name("pretrain/scheduled")
+        assert d.parameters["mode"] == "scheduled" and d.work_pool_name == "geomoe-process"
+        assert len(d.schedules) == 1
+        sched = d.schedules[0]
+        assert sched.active and sched.schedule.cron == "0 3 * * 1"
+        assert sched.schedule.timezone == "UTC"
+
+    root = tmp_path / "sched"
+    worker = srv.popen(str(BIN / "prefect"), "worker", "start", "--pool", "geomoe-process",
+                       "--type", "process", log=tmp_path / "worker.log", cwd=tmp_path,
+                       extra_env={"OMP_NUM_THREADS": "1"})
+    try:
+        res = srv.cli("deployment", "run", "pretrain/scheduled",
+                      "--param", f"root={root}", "--param", "base_checkpoint=scratch",
+                      "--param", "size=XXS", "--param", "finetune_steps=2",
+                      "--param", "batch_size=8", "--param", "checkpoint_every=1",
+                      "--param", "aoi=catalogs/aois/liverpool.geojson")
+        run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", res.stdout).group(1)
+        run = _wait_run(srv, run_id)
+        assert run.state.is_completed(), (run.state, (tmp_path / "worker.log").read_text()[-3000:])
+    finally:
+        stop_process(worker, timeout=20)
+
+    ledger = json.loads((root / "latest.json").read_text())
+    assert ledger["data_end"] == "2020-09-27T11:10:50Z" and ledger["steps"] == 2
+    from geomoe.model import load_checkpoint
+
+    assert load_checkpoint(ledger["model"]).config.size == "XXS"
+    with srv.settings(), get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    by_key: dict[str, list] = {}
+    for a in arts:
+        by_key.setdefault(a.key, []).append(a)
+    assert "pretrain-scheduled-progress" in by_key
+    tables = by_key["pretrain-scheduled-metrics"]  # one per checkpoint, a row per step
+    rows = [r for t in tables for r in (json.loads(t.data) if isinstance(t.data, str) else t.data)]
+    assert sorted(r["step"] for r in rows) == [1, 2]
+    assert {"loss", "loss_masked", "loss_unmasked", "moe_loss", "lr", "chips_per_s"} <= set(rows[0])
+    assert "data:image/png;base64," in by_key["pretrain-scheduled-preview"][0].data
+    assert "trained" in by_key["pretrain-summary"][0].data
