@@ -203,3 +203,17 @@ def test_zones_are_never_mixed(bundled_items):
     idx = np.concatenate([b.index for b in batches])
     assert len(idx) == 16 and set(idx["epsg"]) == {32624}
     assert set(np.concatenate([b.item_id for b in batches])) == {GREENLAND}
+
+
+def test_abandoned_stream_stops_its_reader_threads(bundled_items):
+    import threading
+
+    item = bundled_items[LIVERPOOL]
+    before = {t.name for t in threading.enumerate()}
+    stream = iter_chips([item], batch_size=4, min_valid=0.0, workers=2)
+    first = next(stream)
+    assert len(first) == 4
+    assert any(t.name.startswith("geomoe-read") for t in threading.enumerate())
+    stream.close()
+    left = {t.name for t in threading.enumerate()} - before
+    assert not any(n.startswith("geomoe-read") for n in left), left
