@@ -503,7 +503,12 @@ def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: in
     def writer() -> None:
         try:
             while True:
-                buf = writes.get()
+                try:
+                    buf = writes.get(timeout=0.2)
+                except queue.Empty:
+                    if stop.is_set():  # failed run: nothing more will come
+                        return
+                    continue
                 if buf is _DONE:
                     return
                 fault("before_tile_write")

@@ -178,3 +178,39 @@ def test_cli_progress_summary_and_plot(liverpool_scene_aoi, ckpt_xxs, tmp_path):
                           "--checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "x.zarr")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "missing.pth" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.timeout(180)
+def test_corrupt_raster_fails_cleanly_without_hang_store_consistent(repo_root, ckpt_xxs, tmp_path,
+                                                                       liverpool_aoi):
+    """A truncated COG read in the reader thread surfaces as RasterReadError (the writer and
+    reader threads stop, no hang); the store stays consistent: done tiles full, others NaN."""
+    import pystac
+
+    from geomoe.errors import RasterReadError
+
+    src = repo_root / "catalogs" / "landsat-scenes" / LIVERPOOL_ITEM
+    dst = tmp_path / "cat" / LIVERPOOL_ITEM
+    shutil.copytree(src, dst)
+    data = (dst / "nir08.tif").read_bytes()
+    (dst / "nir08.tif").write_bytes(data[: len(data) // 3])  # truncated: later tiles fail to read
+    item = pystac.Item.from_file(str(dst / f"{LIVERPOOL_ITEM}.json"))
+    coll = pystac.Collection(id="corrupt", description="truncated copy", license="CC0-1.0",
+                             extent=pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]),
+                                                  pystac.TemporalExtent([[None, None]])))
+    item.make_asset_hrefs_absolute()
+    coll.add_item(item)
+    coll.normalize_hrefs(str(tmp_path / "cat"))
+    coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    out = tmp_path / "c.zarr"
+    with pytest.raises(RasterReadError):
+        embed_region(str(liverpool_aoi), catalog=str(tmp_path / "cat" / "collection.json"),
+                     checkpoint=ckpt_xxs, out=out, batch_size=8, tile_size=2)
+    done = zarr.open_array(str(out), path="utm30n/tile_done", mode="r")[...]
+    assert (done == 0).any()  # the run did fail part-way
+    ds = open_group(out, "utm30n")  # the store still opens: finished tiles full, the others NaN
+    v = np.isfinite(ds.valid_fraction.values[0])
+    for ty in range(done.shape[0]):
+        for tx in range(done.shape[1]):
+            block = v[2 * ty:2 * ty + 2, 2 * tx:2 * tx + 2]
+            assert block.all() if done[ty, tx] else not block.any()
