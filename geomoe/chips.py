@@ -60,6 +60,7 @@ __all__ = [
     "ChipPlan",
     "INDEX_DTYPE",
     "iter_chips",
+    "load_group",
     "plan_chips",
 ]
 
@@ -426,6 +427,24 @@ class ChipStream:
             skipped_valid=s_val,
         )
         return batch, rest, n_rest
+
+
+def load_group(group: ChipGroup, window: tuple[int, int, int, int] | None = None):
+    """Lazy dask-backed xarray (time, band, y, x) uint16 DN of a fixed-grid group, for analysts.
+
+    Covers the group's chips (or ``window`` = (row0, row1, col0, col1), half-open) on exactly
+    the fixed 30 m grid, via odc-stac (geomoe.reader.load_xarray); pixels equal iter_chips'.
+    """
+    from geomoe.reader import load_xarray
+
+    if group.grid != "fixed":
+        raise GridError("load_group needs a fixed-grid group; item-grid chips have no shared grid")
+    if window is None:
+        c = group.chips
+        window = (int(c["row"].min()), int(c["row"].max()) + 1, int(c["col"].min()), int(c["col"].max()) + 1)
+    r0, r1, c0, c1 = window
+    bbox = (c0 * CHIP_METERS, r0 * CHIP_METERS, c1 * CHIP_METERS, r1 * CHIP_METERS)
+    return load_xarray(group.items, bbox=bbox, epsg=group.epsg)
 
 
 def iter_chips(

@@ -3,20 +3,23 @@
 Loader choice, on evidence (benchmarks/bench_chips.py; measured 2026-11-24 on this 2-core CPU
 while other jobs ran, load average 4-8, so ratios matter more than absolute numbers):
 
-- synthetic 2x2-scene mosaic, 4 x 2400^2 px x 7 bands deflate COGs, 14,400 chips:
-  direct windowed reads (this module, incl. QA mask + metadata + batching) 6,958 chips/s
-  (1 worker; up to 7,650 on a quiet moment), odc-stac 0.5.3 load+compute 1,449 chips/s,
-  stackstac 0.5.1 stack+compute 625 chips/s (neither masks nor builds metadata);
-- bundled Liverpool scene (96 chips): direct 3,944, odc-stac 1,732, stackstac 1,291 chips/s.
+- synthetic 2x2-scene mosaic, 4 x 2400^2 px x 7 bands + QA deflate COGs, 14,400 chips:
+  direct windowed reads (this module + geomoe.chipread, incl. QA mask, metadata, batching)
+  3,700-5,500 chips/s wall, about 8,000 chips per CPU-second; odc-stac 0.5.3 load+compute
+  1,000-1,450 chips/s; stackstac 0.5.1 stack+compute 340-625 chips/s (neither of the two
+  masks nor builds metadata). On the small bundled Liverpool scene (96 chips) per-call
+  overheads dominate and the three are close (direct 2,850-3,944, odc-stac 1,213-2,763,
+  stackstac 856-2,199 chips/s).
 - stackstac 0.5.1 also fails on items with only ``proj:code`` ("Cannot pick a common CRS"),
   builds a 268x434 grid for the 267x433 scene without ``resolution=``, needs ``rescale=False``
   and ``fill_value=np.uint16(0)`` for uint16, and absolute hrefs. odc-stac reads ``proj:code``
   and the native grid correctly.
 
 So the chip path reads with rasterio directly: the fixed grid is a whole-pixel shift of
-Landsat's own 30 m grid, so no warp is needed, and there is no dask graph per tile. odc-stac
-stays available for analysts as :func:`load_xarray` (lazy, dask-backed); it picks exactly the
-same nearest pixels as this reader (tests/chips/test_fixed_grid.py checks it bit for bit).
+Landsat's own 30 m grid, so no warp is needed, there is no dask graph per tile, and each COG
+block is decoded once (see geomoe.chipread). odc-stac stays available for analysts as
+:func:`load_xarray` / ``geomoe.chips.load_group`` (lazy, dask-backed); it picks exactly the same
+nearest pixels as this reader (tests/chips/test_fixed_grid.py checks it bit for bit).
 """
 
 from __future__ import annotations

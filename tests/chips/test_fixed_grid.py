@@ -99,6 +99,11 @@ def test_lazy_xarray_path_matches_chips(bundled_items):
     for k in range(len(idx)):
         i, j = (r1 - 1 - int(idx["row"][k])) * 40, (int(idx["col"][k]) - c0) * 40
         np.testing.assert_array_equal(arr[:, i : i + 40, j : j + 40], px[k])
+    # the same through a plan group
+    from geomoe.chips import load_group
+
+    da2 = load_group(plan_chips([item]).groups[0])
+    np.testing.assert_array_equal(da2.isel(time=0).values, arr)
 
 
 def test_fixed_grid_lines_up_across_items(bundled_items, tmp_path):
