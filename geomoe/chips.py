@@ -176,13 +176,29 @@ def _as_aoi(aoi) -> sg.base.BaseGeometry | None:
     return sg.shape(aoi.get("geometry", aoi) if isinstance(aoi, dict) else aoi)
 
 
+def _local_collection(item: pystac.Item) -> pystac.Collection | None:
+    """The item's collection if already loaded or on local disk; never fetched over the network
+    (planning must stay cheap and offline: an API item's collection link is a URL)."""
+    link = item.get_single_link("collection")
+    if link is None:
+        return None
+    if link.is_resolved():
+        target = link.target
+        return target if isinstance(target, pystac.Collection) else None
+    href = link.get_absolute_href() or ""
+    if "://" in href and not href.startswith("file://"):
+        return None
+    try:
+        target = link.resolve_stac_object(item.get_root()).target
+    except Exception:  # an unreadable collection file is not an error here
+        return None
+    return target if isinstance(target, pystac.Collection) else None
+
+
 def _grid_mode(item: pystac.Item, grid: str | None) -> str:
     mode = grid or item.properties.get("geomoe:chip_grid")
     if mode is None:
-        try:
-            coll = item.get_collection() if item.collection_id else None
-        except Exception:  # an unresolvable collection link is not an error here
-            coll = None
+        coll = _local_collection(item)
         mode = coll.extra_fields.get("geomoe:chip_grid") if coll is not None else None
     mode = mode or "fixed"
     if mode not in GRID_MODES:
