@@ -453,10 +453,23 @@ def run_probe(
                   n_repeats=n_repeats, seed=seed)
         rep["baseline_random_init"] = {k: v for k, v in base.items() if not k.startswith("per_")}
         rep["comparison"] = _compare(res, base, data.multilabel)
+    if baseline:
+        # context: how far do 14 hand-made numbers (per-band mean and std of the z-scored chip) go?
+        pix = band_stats_features(data)
+        px = cv(pix, data.y, n_folds=n_folds, n_repeats=n_repeats, seed=seed)
+        rep["baseline_band_stats"] = {k: v for k, v in px.items() if not k.startswith("per_")}
     rep["summary"] = _summary(rep)
     if report is not None:
         write_report(rep, emb, data, Path(report))
     return rep
+
+
+def band_stats_features(data: ProbeData) -> np.ndarray:
+    """(N, 14) per-band mean and std of the z-scored chips: a no-model reference probe."""
+    from geomoe.bands import zscore
+
+    z = zscore(data.pixels)
+    return np.concatenate([z.mean(axis=(2, 3)), z.std(axis=(2, 3))], axis=1)
 
 
 def _single_threaded(fn):
@@ -517,6 +530,11 @@ def _summary(rep: dict[str, Any]) -> str:
             f" (delta {100 * c['delta_mean']:+.1f}, better on {c['folds_better']}/{c['folds']} "
             f"folds; {verdict} random by more than the fold spread {100 * c['fold_spread']:.1f})"
         )
+    bs = rep.get("baseline_band_stats")
+    if bs:
+        k = "micro_map" if "micro_map_mean" in bs else "accuracy"
+        lines.append(f"  no-model reference (per-band mean/std, 14 numbers): {k} "
+                     f"{100 * bs[k + '_mean']:.1f} +- {100 * bs[k + '_std']:.1f}")
     lines.append(
         "  paper (published S weights, full test sets): BigEarthNet-Landsat micro/macro mAP "
         "73.1/55.7, EuroSAT-Landsat accuracy 74.3 -- this sample is too small to compare directly."

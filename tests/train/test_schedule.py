@@ -79,3 +79,31 @@ def test_scheduled_deployment_schedule_and_triggered_run(prefect_server, repo_ro
     assert {"loss", "loss_masked", "loss_unmasked", "moe_loss", "lr", "chips_per_s"} <= set(rows[0])
     assert "data:image/png;base64," in by_key["pretrain-scheduled-preview"][0].data
     assert "trained" in by_key["pretrain-summary"][0].data
+
+
+def test_manual_flow_in_process_publishes_metrics_and_auto_resumes(prefect_server, repo_root,
+                                                                     tmp_path):
+    import importlib.util
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    spec = importlib.util.spec_from_file_location("flows.pretrain", repo_root / "flows" / "pretrain.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["flows.pretrain"] = mod
+    spec.loader.exec_module(mod)
+    params = dict(aoi=str(repo_root / "catalogs" / "aois" / "liverpool.geojson"),
+                  out=str(tmp_path / "manual"), size="XXS", batch_size=8, checkpoint_every=2,
+                  threads=1)
+    with prefect_server.settings():
+        first = mod.pretrain_flow(mode="train", steps=2, **params)
+        again = mod.pretrain_flow(mode="train", steps=3, **params)  # same out: resumes
+        with get_client(sync_client=True) as client:
+            tables = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["pretrain-metrics"])))
+    assert first["status"] == "done" and first["step"] == 2 and not first["resumed"]
+    assert again["resumed"] and again["step"] == 3
+    steps = sorted(r["step"] for t in tables
+                   for r in (json.loads(t.data) if isinstance(t.data, str) else t.data))
+    assert steps == [1, 2, 3]
