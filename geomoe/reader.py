@@ -107,7 +107,7 @@ def _href(item: pystac.Item, key: str) -> str:
             "self link to resolve it: open the catalog from its file (geomoe.catalog.search returns "
             "absolute hrefs) or make the hrefs absolute"
         )
-    return sign_href(href)
+    return href
 
 
 def sign_href(href: str) -> str:
@@ -164,7 +164,7 @@ class RasterPool:
             cache.move_to_end(href)
         else:
             try:
-                ds = rasterio.open(_vsi(href))
+                ds = rasterio.open(_vsi(sign_href(href)))  # sign at open, not at plan time
             except (rasterio.errors.RasterioError, OSError) as exc:
                 raise RasterReadError(
                     f"cannot open raster {href}: {_detail(exc)}. The file is missing, corrupt or truncated: "
