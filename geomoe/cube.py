@@ -277,12 +277,18 @@ class Cube:
             **attrs,
             "geomoe:identity": meta,
             "geomoe:groups": [s.name for s in specs],
-            "geomoe:items": items,
+            "geomoe:n_items": len(items),
             "geomoe:runs": 0,
             "geomoe:skeleton_complete": True,
         }
         root = zarr.open_group(str(path), mode="r+")
-        root.attrs.update(full)
+        # the source STAC items (JSON, one per element): workers rebuild the layout from them
+        # without a catalog search; an array, not an attribute, so zarr.json stays small
+        arr = root.create_array("stac_items", shape=(max(len(items), 1),), dtype=str,
+                                chunks=(max(len(items), 1),), dimension_names=["item"], overwrite=True)
+        arr[:] = np.array([json.dumps(it, default=str) for it in items] or ["{}"])
+        arr.attrs["description"] = "source STAC items (JSON), one per element"
+        root.attrs.update(full)  # last: marks the skeleton complete
         return cls(path, {s.name: s for s in specs}, full)
 
     @staticmethod
@@ -323,6 +329,10 @@ class Cube:
         root.attrs["geomoe:runs"] = n
         self.attrs["geomoe:runs"] = n
         return n
+
+    def items(self) -> list[dict]:
+        """The source STAC items the cube was planned from (dicts)."""
+        return read_items(self.path)
 
     def update_attrs(self, extra: dict[str, Any]) -> None:
         root = zarr.open_group(str(self.path), mode="r+")
@@ -403,6 +413,13 @@ class Cube:
         arr = zarr.open_array(str(self.path), path=f"{tile.group}/tile_done", mode="r+")
         arr[tile.key] = run  # ... then the completion record (one atomic chunk file)
         _fsync([self._chunk(tile.group, "tile_done", tile.key)])
+
+
+def read_items(path: str | os.PathLike) -> list[dict]:
+    """Source STAC items stored in a cube (``stac_items`` array at the root)."""
+    n = int(zarr.open_group(str(path), mode="r").attrs.get("geomoe:n_items", 0))
+    vals = zarr.open_array(str(path), path="stac_items", mode="r")[...]
+    return [json.loads(str(v)) for v in vals[:n]]
 
 
 def open_group(path: str | os.PathLike, group: str) -> xr.Dataset:

@@ -204,7 +204,9 @@ def reopen(req: EmbedRequest) -> Prepared:
     import zarr
 
     attrs = zarr.open_group(req.out, mode="r").attrs.asdict()
-    items = [pystac.Item.from_dict(d) for d in attrs["geomoe:items"]]
+    from geomoe.cube import read_items
+
+    items = [pystac.Item.from_dict(d) for d in read_items(req.out)]
     geom = load_aoi(attrs["geomoe:query"]["aoi"]["geometry"])
     plan = plan_chips(items, aoi=geom, grid=req.grid)
     specs = specs_from_plan(plan, items, tile_size=int(req.tile_size), table_tile=int(req.table_tile))

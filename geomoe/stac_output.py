@@ -31,7 +31,7 @@ def cube_item(cube: Cube) -> dict:
     """The STAC Item (a dict) for ``cube``."""
     attrs = cube.attrs
     ident = attrs["geomoe:identity"]
-    items = attrs.get("geomoe:items", [])
+    items = cube.items()
     aoi = sg.shape(attrs["geomoe:query"]["aoi"]["geometry"])
     foot = unary_union([sg.shape(i["geometry"]) for i in items if i.get("geometry")])
     geom = aoi.intersection(foot) if not foot.is_empty else aoi

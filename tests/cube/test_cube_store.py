@@ -182,5 +182,5 @@ def test_root_listing_has_only_zarr_nodes(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # zarr warns about non-Zarr objects in a hierarchy
         names = sorted(zarr.open_group(str(cube.path), mode="r").group_keys())
-    assert names == ["utm30n"]
+    assert names == ["utm30n"] and sorted(zarr.open_group(str(cube.path), mode="r").array_keys()) == ["stac_items"]
     assert not list(cube.path.rglob("*.partial"))
