@@ -35,7 +35,7 @@ def test_deployment_run_by_worker_and_by_geomoe_cli(prefect_server, repo_root, f
                                                      single_process_cube, tmp_path):
     srv = prefect_server
     srv.cli("work-pool", "create", "geomoe-process", "--type", "process", "--overwrite")
-    dep = srv.cli("--no-prompt", "deploy", "--name", "embed-region/default", cwd=repo_root, timeout=180)
+    dep = srv.cli("--no-prompt", "deploy", "--name", "default", cwd=repo_root, timeout=180)
     assert "embed-region/default" in dep.stdout + dep.stderr
     worker = srv.popen(str(BIN / "prefect"), "worker", "start", "--pool", "geomoe-process",
                        "--type", "process", log=tmp_path / "worker.log", cwd=tmp_path)
