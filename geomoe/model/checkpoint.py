@@ -140,7 +140,7 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if "weights only" in msg.lower() or "weights_only" in msg:
-            found = re.search(r"GLOBAL [\w.]+(?: [\w.]+)?", msg) or re.search(r"Unsupported [^.]*", msg)
+            found = re.search(r"GLOBAL [\w.]+", msg) or re.search(r"Unsupported [^.]*", msg)
             why = f"it references {found.group(0)}" if found else "it is not a plain tensor pickle"
             raise CheckpointError(
                 f"refusing to load {path}: it contains pickled Python objects/code, not just tensors "

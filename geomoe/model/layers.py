@@ -79,7 +79,10 @@ class MoEFeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def route(self, flat: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Gate tokens. flat (T, D) -> (gates (T, E) dense, zero off the top-k; idx (T, k); loss ()).
+        """Gate tokens. flat (T, D) -> (gates (T, E) dense, zero off the top-k; idx (T, k); stats (2, E)).
+
+        stats = [importance, load] summed over the tokens (additive over chunks of a batch);
+        :meth:`balance_loss` turns them into the published balancing loss.
 
         Computed in float32 even under autocast, so routing does not flip with precision.
         """
@@ -101,20 +104,55 @@ class MoEFeedForward(nn.Module):
             l_k, l_k1 = vals[:, k - 1 : k], vals[:, k : k + 1]
             psi = torch.where(h > l_k, l_k, torch.where(h <= l_k1, l_k1, h))
             load = torch.special.ndtr((logits - psi) / noise_scale).sum(0)
-            loss = self.w_importance * _cv(importance) + self.w_load * _cv(load)
-        return gates, idx[:, :k], loss
+        return gates, idx[:, :k], torch.stack([importance, load])
+
+    def balance_loss(self, stats: Tensor) -> Tensor:
+        """stats (2, E) = [importance, load] -> w_imp * CV(importance) + w_load * CV(load) (scalar)."""
+        return self.w_importance * _cv(stats[0]) + self.w_load * _cv(stats[1])
+
+    #: "dense": every expert's W x in one matmul, mixed by the (zero off top-k) gates;
+    #: "sparse": tokens sorted by expert, W x only for the routed (token, expert) pairs;
+    #: "auto": sparse in float32 (fewer FLOPs won on a 2-core CPU), dense under autocast
+    #: (bf16 matmuls are cheap enough that one big GEMM beats the gather/scatter).
+    impl: str = "auto"
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """x (B, N, D) -> (y (B, N, D), balancing loss scalar)."""
+        """x (B, N, D) -> (y (B, N, D), routing stats (2, E), see :meth:`route`)."""
         b, n, dim = x.shape
         flat = x.reshape(b * n, dim)
-        gates, _, loss = self.route(flat, generator)
-        a = self.w_in(flat)  # (T, (E+1)*h)
+        gates, idx, stats = self.route(flat, generator)
         e, hid = self.experts, self.hidden
-        hw = F.silu(a[:, : e * hid]).view(-1, e, hid)
-        mixed = torch.bmm(gates.to(hw.dtype).unsqueeze(1), hw).squeeze(1)  # (T, h) = sum_e g_e silu(W_e x)
-        y = self.w_out(mixed * a[:, e * hid :])
-        return self.dropout(y).view(b, n, dim), loss
+        impl = self.impl
+        if impl == "auto":
+            impl = "dense" if torch.is_autocast_enabled(flat.device.type) else "sparse"
+        if impl == "sparse":
+            w, bias = self.w_in.weight, self.w_in.bias
+            v = F.linear(flat, w[e * hid :], bias[e * hid :])
+            mixed = self._sparse_mix(flat, gates, idx, w, bias)
+            y = self.w_out(mixed.to(v.dtype) * v)
+        else:
+            a = self.w_in(flat)  # (T, (E+1)*h)
+            hw = F.silu(a[:, : e * hid]).view(-1, e, hid)
+            mixed = torch.bmm(gates.to(hw.dtype).unsqueeze(1), hw).squeeze(1)  # (T, h) = sum_e g_e silu(W_e x)
+            y = self.w_out(mixed * a[:, e * hid :])
+        return self.dropout(y).view(b, n, dim), stats
+
+    def _sparse_mix(self, flat: Tensor, gates: Tensor, idx: Tensor, w: Tensor, bias: Tensor) -> Tensor:
+        """sum over the top-k experts of g_e * silu(W_e x), computing W_e x only where routed: (T, h)."""
+        e, hid, k = self.experts, self.hidden, self.top_k
+        flat_e = idx.reshape(-1)
+        order = torch.argsort(flat_e, stable=True)
+        tok = torch.div(order, k, rounding_mode="floor")
+        counts = torch.bincount(flat_e, minlength=e).tolist()
+        xs = flat.index_select(0, tok)
+        gs = gates.gather(1, idx).reshape(-1).index_select(0, order)
+        parts, start = [], 0
+        for j, c in enumerate(counts):
+            if c:
+                parts.append(F.linear(xs[start : start + c], w[j * hid : (j + 1) * hid], bias[j * hid : (j + 1) * hid]))
+            start += c
+        hs = F.silu(torch.cat(parts)) * gs.unsqueeze(1).to(parts[0].dtype)
+        return torch.zeros(flat.shape[0], hid, dtype=hs.dtype, device=flat.device).index_add_(0, tok, hs)
 
 
 class MoEBlock(nn.Module):
@@ -131,10 +169,10 @@ class MoEBlock(nn.Module):
         self.moe = MoEFeedForward(dim, hidden, experts, top_k, dropout, w_importance, w_load)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """x (B, N, D) -> (x (B, N, D), balancing loss scalar)."""
+        """x (B, N, D) -> (x (B, N, D), MoE routing stats (2, E))."""
         x = x + self.attn(self.norm1(x))
-        y, loss = self.moe(self.norm2(x), generator)
-        return x + y, loss
+        y, stats = self.moe(self.norm2(x), generator)
+        return x + y, stats
 
 
 def init_uniform_fan_in(t: Tensor, fan_in: int) -> None:

@@ -92,6 +92,9 @@ class MoEMAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(dd)
         self.decoder_pred = nn.Linear(dd, c.patch_dim)
 
+    #: eval-mode encode() processes the batch in chunks of this many chips (0 = whole batch)
+    chunk_size: int = 32
+
     # ------------------------------------------------------------------ properties
     @property
     def embed_dim(self) -> int:
@@ -156,12 +159,18 @@ class MoEMAE(nn.Module):
         pre = torch.cat([self._meta_tokens(images, meta), cls], dim=1)
         return pre + self.pos_embed[:, : self.config.num_prefix]
 
-    def _run_blocks(self, blocks: nn.ModuleList, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        total = x.new_zeros((), dtype=torch.float32)
+    def _run_blocks(self, blocks: nn.ModuleList, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, list[Tensor]]:
+        """x (B, T, D) through ``blocks`` -> (x, per-layer routing stats [(2, E_i)])."""
+        stats = []
         for blk in blocks:
-            x, loss = blk(x, generator)
-            total = total + loss
-        return x, total
+            x, st = blk(x, generator)
+            stats.append(st)
+        return x, stats
+
+    @staticmethod
+    def _moe_loss(blocks: nn.ModuleList, stats: list[Tensor]) -> Tensor:
+        """Sum over layers of the published balancing loss (scalar)."""
+        return torch.stack([blk.moe.balance_loss(st) for blk, st in zip(blocks, stats)]).sum()
 
     # ------------------------------------------------------------------ public API
     def encode(
@@ -180,16 +189,30 @@ class MoEMAE(nn.Module):
         meta = {"week": week, "hour": hour, "lat": lat, "lon": lon}
         fast = not self.training and not images.requires_grad and not torch.is_inference_mode_enabled()
         with torch.inference_mode() if fast else nullcontext():
-            out = self._encode(images, meta, None)
+            step = self.chunk_size if fast and self.chunk_size else images.shape[0]
+            if images.shape[0] <= step:
+                tokens, raw, stats = self._encode(images, meta, None)
+                out = EncoderOutput(tokens, raw, self._moe_loss(self.blocks, stats))
+            else:  # chunks keep activations cache-sized; routing is per token, so results are unchanged
+                parts = [
+                    self._encode(images[i : i + step], {k: None if v is None else v[i : i + step] for k, v in meta.items()}, None)
+                    for i in range(0, images.shape[0], step)
+                ]
+                stats = [torch.stack(layer).sum(0) for layer in zip(*(p[2] for p in parts))]
+                out = EncoderOutput(
+                    torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), self._moe_loss(self.blocks, stats)
+                )
         if fast:  # inference tensors cannot be saved for backward (e.g. by a linear probe)
             out = EncoderOutput(out.tokens.clone(), out.raw_tokens.clone(), out.moe_loss.clone())
         return out
 
-    def _encode(self, images: Tensor, meta: dict[str, Tensor | None], generator: torch.Generator | None) -> EncoderOutput:
+    def _encode(self, images: Tensor, meta: dict[str, Tensor | None], generator: torch.Generator | None
+                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """-> (tokens, raw tokens, per-layer routing stats)."""
         patches = self.patch_embed(self.patchify(images)) + self.pos_embed[:, self.config.num_prefix :]
         x = torch.cat([self._prefix(images, meta), patches], dim=1)
-        raw, loss = self._run_blocks(self.blocks, x, generator)
-        return EncoderOutput(self.norm(raw), raw, loss)
+        raw, stats = self._run_blocks(self.blocks, x, generator)
+        return self.norm(raw), raw, stats
 
     def embed(
         self, images: Tensor, week: Tensor | None = None, hour: Tensor | None = None,
@@ -253,7 +276,8 @@ class MoEMAE(nn.Module):
         emb = self.patch_embed(target) + self.pos_embed[:, c.num_prefix :]
         kept = torch.gather(emb, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
         x = torch.cat([self._prefix(images, meta), kept], dim=1)
-        encoded, moe_loss = self._run_blocks(self.blocks, x, generator)
+        encoded, stats = self._run_blocks(self.blocks, x, generator)
+        moe_loss = self._moe_loss(self.blocks, stats)
         encoded = self.norm(encoded)
 
         dec = self.decoder_embed(encoded)  # (B, 5 + K, Dd)

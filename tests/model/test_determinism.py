@@ -89,3 +89,21 @@ def test_bad_inputs_have_clear_errors(ref_model_S, ref_io):
         ref_model_S.embed(x, pooling="max")
     with pytest.raises(ModelInputError, match="ids_keep"):
         ref_model_S.forward_mae(x, ids_keep=torch.full((8, 25), 100))
+
+
+def test_chunked_encode_equals_whole_batch(ref_model_S, ref_io, ref_meta, monkeypatch):
+    whole = ref_model_S.encode(ref_io["images"], **ref_meta)
+    monkeypatch.setattr(ref_model_S, "chunk_size", 3)  # 8 chips -> chunks of 3, 3, 2
+    parts = ref_model_S.encode(ref_io["images"], **ref_meta)
+    assert (parts.tokens - whole.tokens).abs().max() < 1e-5
+    assert abs(parts.moe_loss.item() - whole.moe_loss.item()) < 1e-6  # batch-level loss, not per chunk
+
+
+def test_sparse_and_dense_experts_agree(ref_model_S, ref_io, ref_meta, monkeypatch):
+    from geomoe.model.layers import MoEFeedForward
+
+    outs = {}
+    for impl in ("dense", "sparse"):
+        monkeypatch.setattr(MoEFeedForward, "impl", impl)
+        outs[impl] = ref_model_S.encode(ref_io["images"], **ref_meta).tokens
+    assert (outs["dense"] - outs["sparse"]).abs().max() < 1e-4
