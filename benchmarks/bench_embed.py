@@ -126,6 +126,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--size", default="S", choices=["S", "XS", "XXS"])
     ap.add_argument("--keep", default=None, help="keep the generated data in this folder")
+    ap.add_argument("--memory-only", action="store_true", help="skip the speed comparison")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -139,6 +140,19 @@ def main() -> None:
     ckpt = checkpoint(root, args.size)
     big, small = bc.aoi_for(items, "big"), bc.aoi_for(items, "small")
 
+    mem = {}
+    for which, aoi in (("small", small), ("big", big)):
+        res = subprocess.run([sys.executable, __file__, "--child", str(coll), json.dumps(aoi), str(ckpt),
+                              str(root / f"mem-{which}.zarr"), str(args.batch_size)],
+                             capture_output=True, text=True, check=True)
+        mem[which] = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"peak RSS {which:5s} : {mem[which]['peak_mb']:8.1f} MB ({mem[which]['chips']} chips)")
+    ratio_mem = mem["big"]["peak_mb"] / mem["small"]["peak_mb"]
+    if args.memory_only:
+        print(json.dumps({"peak_rss_small_mb": mem["small"]["peak_mb"], "peak_rss_big_mb": mem["big"]["peak_mb"],
+                          "chips_small": mem["small"]["chips"], "chips_big": mem["big"]["chips"],
+                          "peak_rss_ratio": round(ratio_mem, 3)}))
+        return
     n_est = 4 * (args.scene_px // 40) ** 2
     mo_before = model_only(ckpt, args.batch_size, n_est // 2)
     e2e = end_to_end(coll, big, ckpt, root / "e2e.zarr", args.batch_size)
@@ -148,13 +162,6 @@ def main() -> None:
           f"{mo_before:.1f} before, {mo_after:.1f} after the e2e run)")
     print(f"end to end      : {e2e['steady_chips_per_s']:8.1f} chips/s steady, "
           f"{e2e['wall_chips_per_s']:.1f} chips/s incl. start-up ({e2e['chips']} chips, {e2e['wall_s']:.1f} s)")
-    mem = {}
-    for which, aoi in (("small", small), ("big", big)):
-        res = subprocess.run([sys.executable, __file__, "--child", str(coll), json.dumps(aoi), str(ckpt),
-                              str(root / f"mem-{which}.zarr"), str(args.batch_size)],
-                             capture_output=True, text=True, check=True)
-        mem[which] = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"peak RSS {which:5s} : {mem[which]['peak_mb']:8.1f} MB ({mem[which]['chips']} chips)")
     result = {
         "batch_size": args.batch_size, "size": args.size, "chips": e2e["chips"],
         "model_chips_per_s": round(mo, 1), "model_chips_per_s_before_after": [round(mo_before, 1), round(mo_after, 1)],

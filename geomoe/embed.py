@@ -432,7 +432,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
                  pooling: str = "mean", dtype: str = "float32",
                  progress: Callable[[Progress], None] | None = None, *,
                  max_cloud: float | None = None, tile_size: int = 32, table_tile: int = 256,
-                 grid: str | None = None, prefetch: int = 4) -> EmbedSummary:
+                 grid: str | None = None, prefetch: int = 2) -> EmbedSummary:
     """Embed every chip of ``aoi`` into the cube at ``out``; resumes a killed run.
 
     Holds an exclusive lock on ``out`` for the whole run (a second run is refused with
