@@ -569,8 +569,8 @@ def _rgb(z: np.ndarray, mean: np.ndarray, std: np.ndarray, lo: np.ndarray, hi: n
     return np.clip(out, 0, 1)
 
 
-#: Smallest DN range a preview stretches to full brightness (about 0.04 reflectance).
-MIN_SPAN_DN = 1500.0
+#: Smallest DN range a preview stretches to full brightness (about 0.08 reflectance).
+MIN_SPAN_DN = 3000.0
 
 
 def save_preview(
@@ -593,7 +593,7 @@ def save_preview(
         lo = np.percentile(dn_rgb, 2, axis=(1, 2))
         hi = np.percentile(dn_rgb, 98, axis=(1, 2))
         # a near-uniform chip (water, cloud) would stretch sensor noise to full range and make
-        # any tiny error look huge: give the stretch at least MIN_SPAN_DN (~0.04 reflectance)
+        # any tiny error look huge: give the stretch at least MIN_SPAN_DN (~0.08 reflectance)
         mid, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, MIN_SPAN_DN / 2)
         lo, hi = mid - half, mid + half
         vis = np.isnan(r["masked"][i])
