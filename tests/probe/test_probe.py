@@ -73,6 +73,8 @@ def test_cli_probe_report_json_csv_png(tmp_path, xxs_checkpoint):
     assert rep["paper_reference"]["eurosat_landsat_accuracy"] == 74.3
     base = rep["comparison"]["micro_map"]  # random-init baseline on the same folds
     assert base["folds"] == 3 and "beats_random_by_more_than_spread" in base
+    assert 0 < rep["baseline_band_stats"]["micro_map_mean"] < 1  # no-model reference
+    assert rep["counts"]["unlabelled_excluded"] == 1
     rows = list(csv.reader(open(report.with_suffix(".csv"))))
     assert rows[0][0] == "class" and len(rows) == 1 + 19 + 2
     png = report.with_suffix(".png").read_bytes()
