@@ -94,6 +94,7 @@ class EmbedRequest:
     tile_size: int = 32
     table_tile: int = 256
     grid: str | None = None
+    read_workers: int = 2  # raster-reading threads of the chip reader (raise on big GPU hosts)
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
@@ -336,10 +337,11 @@ def iter_tile_batches(prep: Prepared, tile: Tile, batch_size: int) -> Iterator[A
     if isinstance(spec, GridSpec):
         yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size,
                               min_valid=prep.request.min_valid, grid="fixed", epsg=spec.epsg,
-                              window=spec.window(tile))
+                              window=spec.window(tile), workers=int(prep.request.read_workers))
     else:
         yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size,
-                              min_valid=prep.request.min_valid, grid="item")
+                              min_valid=prep.request.min_valid, grid="item",
+                              workers=int(prep.request.read_workers))
 
 
 def run_model(model: torch.nn.Module, batch: Any, zscored: np.ndarray, device: torch.device,
@@ -432,7 +434,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
                  pooling: str = "mean", dtype: str = "float32",
                  progress: Callable[[Progress], None] | None = None, *,
                  max_cloud: float | None = None, tile_size: int = 32, table_tile: int = 256,
-                 grid: str | None = None, prefetch: int = 2) -> EmbedSummary:
+                 grid: str | None = None, prefetch: int = 2, read_workers: int = 2) -> EmbedSummary:
     """Embed every chip of ``aoi`` into the cube at ``out``; resumes a killed run.
 
     Holds an exclusive lock on ``out`` for the whole run (a second run is refused with
@@ -442,7 +444,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
                        datetime=datetime, max_cloud=max_cloud,
                        checkpoint=None if checkpoint is None else str(checkpoint), device=device,
                        batch_size=batch_size, min_valid=min_valid, pooling=pooling, dtype=dtype,
-                       tile_size=tile_size, table_tile=table_tile, grid=grid)
+                       tile_size=tile_size, table_tile=table_tile, grid=grid, read_workers=read_workers)
     req.validate()
     resolve_checkpoint(req.checkpoint)  # fail before any search or write
     dev = resolve_device(device)

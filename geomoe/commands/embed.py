@@ -42,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", default="mean", choices=["mean", "cls", "patch_mean"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--tile-size", type=int, default=32, help="tile = Zarr chunk of N x N chips (default 32)")
+    p.add_argument("--read-workers", type=int, default=2,
+                   help="raster-reading threads (default 2; raise on many-core GPU hosts)")
     p.add_argument("--grid", default=None, choices=["fixed", "item"], help="override the chip grid mode")
     p.add_argument("--plot", action="store_true", help="also write <out>.png (PCs 1-3 as RGB)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -116,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
                      out=args.out, device=args.device, batch_size=args.batch_size,
                      min_valid=args.min_valid, pooling=args.pooling, dtype=args.dtype,
                      progress=None if args.quiet else _Printer(), max_cloud=args.max_cloud,
-                     tile_size=args.tile_size, grid=args.grid)
+                     tile_size=args.tile_size, grid=args.grid, read_workers=args.read_workers)
     if args.plot:
         from geomoe.plot import plot_cube
 
