@@ -119,11 +119,12 @@ class MoEFeedForward(nn.Module):
         """stats (2, E) = [importance, load] -> w_imp * CV(importance) + w_load * CV(load) (scalar)."""
         return self.w_importance * _cv(stats[0]) + self.w_load * _cv(stats[1])
 
-    #: "dense": every expert's W x in one matmul, mixed by the (zero off top-k) gates;
-    #: "sparse": tokens sorted by expert, W x only for the routed (token, expert) pairs;
-    #: "auto": sparse in float32 (fewer FLOPs won on a 2-core CPU), dense under autocast
-    #: (bf16 matmuls are cheap enough that one big GEMM beats the gather/scatter).
-    impl: str = "auto"
+    #: "sparse" (default): tokens sorted by expert, ``W_e x`` only for the routed (token, expert)
+    #: pairs (one matmul per expert, 4 h D MACs per token); "dense": every expert's ``W x`` in
+    #: one matmul mixed by the zero-off-top-k gates ((E+2) h D MACs). Measured on the 2-core CPU
+    #: (size S, batch 256, 1 thread): sparse ~10 % faster in fp32 eval, ~5 % in bf16, ~15 % in
+    #: the fp32 training step.
+    impl: str = "sparse"
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """x (B, N, D) -> (y (B, N, D), routing stats (2, E), see :meth:`route`)."""
@@ -131,10 +132,7 @@ class MoEFeedForward(nn.Module):
         flat = x.reshape(b * n, dim)
         gates, idx, stats = self.route(flat, generator)
         e, hid = self.experts, self.hidden
-        impl = self.impl
-        if impl == "auto":
-            impl = "dense" if torch.is_autocast_enabled(flat.device.type) else "sparse"
-        if impl == "sparse":
+        if self.impl == "sparse":
             w, bias = self.w_in.weight, self.w_in.bias
             v = F.linear(flat, w[e * hid :], bias[e * hid :])
             mixed = self._sparse_mix(flat, gates, idx, w, bias)
@@ -160,6 +158,8 @@ class MoEFeedForward(nn.Module):
             if c:
                 parts.append(F.linear(xs[start : start + c], w[j * hid : (j + 1) * hid], bias[j * hid : (j + 1) * hid]))
             start += c
+        if not parts:  # no tokens at all (empty batch)
+            return flat.new_zeros(flat.shape[0], hid)
         hs = F.silu(torch.cat(parts)) * gs.unsqueeze(1).to(parts[0].dtype)
         return torch.zeros(flat.shape[0], hid, dtype=hs.dtype, device=flat.device).index_add_(0, tok, hs)
 

@@ -107,3 +107,9 @@ def test_sparse_and_dense_experts_agree(ref_model_S, ref_io, ref_meta, monkeypat
         monkeypatch.setattr(MoEFeedForward, "impl", impl)
         outs[impl] = ref_model_S.encode(ref_io["images"], **ref_meta).tokens
     assert (outs["dense"] - outs["sparse"]).abs().max() < 1e-4
+
+
+def test_empty_batch(ref_model_S):
+    """A ChipBatch may hold 0 chips (all skipped): encode/embed return empty results."""
+    out = ref_model_S.encode(torch.zeros(0, 7, 40, 40))
+    assert out.tokens.shape == (0, 105, 144) and ref_model_S.embed(torch.zeros(0, 7, 40, 40)).shape == (0, 144)
