@@ -144,4 +144,20 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         env = {**env, "PREFECT_API_URL": url}
         yield PrefectServer(url=url, home=home, log=log, env=env)
     finally:
+        _drain_in_process_workers()
         stop_process(proc, timeout=20)
+
+
+def _drain_in_process_workers() -> None:
+    """Flush logs/events this test process still queues for the API before the server goes
+    (otherwise Prefect prints 'Error logging to API' at interpreter exit)."""
+    if "prefect" not in sys.modules:
+        return
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)
+    except Exception:  # draining is best effort; never fail a test session on it
+        pass
