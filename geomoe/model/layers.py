@@ -119,12 +119,13 @@ class MoEFeedForward(nn.Module):
         """stats (2, E) = [importance, load] -> w_imp * CV(importance) + w_load * CV(load) (scalar)."""
         return self.w_importance * _cv(stats[0]) + self.w_load * _cv(stats[1])
 
-    #: "sparse" (default): tokens sorted by expert, ``W_e x`` only for the routed (token, expert)
-    #: pairs (one matmul per expert, 4 h D MACs per token); "dense": every expert's ``W x`` in
-    #: one matmul mixed by the zero-off-top-k gates ((E+2) h D MACs). Measured on the 2-core CPU
-    #: (size S, batch 256, 1 thread): sparse ~10 % faster in fp32 eval, ~5 % in bf16, ~15 % in
-    #: the fp32 training step.
-    impl: str = "sparse"
+    #: "sparse": tokens sorted by expert, ``W_e x`` only for the routed (token, expert) pairs
+    #: (one matmul per expert, 4 h D MACs per token); "dense": every expert's ``W x`` in one
+    #: matmul mixed by the zero-off-top-k gates ((E+2) h D MACs, no host sync, static shapes);
+    #: "auto" (default): sparse on CPU, dense elsewhere. Measured on the 2-core CPU (size S,
+    #: batch 256, 1 thread): sparse ~10 % faster in fp32 eval, ~5 % in bf16, ~15 % in the fp32
+    #: training step. The GPU choice is not measured (no GPU was available).
+    impl: str = "auto"
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """x (B, N, D) -> (y (B, N, D), routing stats (2, E), see :meth:`route`)."""
@@ -132,7 +133,8 @@ class MoEFeedForward(nn.Module):
         flat = x.reshape(b * n, dim)
         gates, idx, stats = self.route(flat, generator)
         e, hid = self.experts, self.hidden
-        if self.impl == "sparse":
+        impl = self.impl if self.impl != "auto" else ("sparse" if flat.device.type == "cpu" else "dense")
+        if impl == "sparse":
             w, bias = self.w_in.weight, self.w_in.bias
             v = F.linear(flat, w[e * hid :], bias[e * hid :])
             mixed = self._sparse_mix(flat, gates, idx, w, bias)

@@ -92,7 +92,8 @@ class MoEMAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(dd)
         self.decoder_pred = nn.Linear(dd, c.patch_dim)
 
-    #: eval-mode encode() processes the batch in chunks of this many chips (0 = whole batch)
+    #: eval-mode encode() on CPU processes the batch in chunks of this many chips (0 = whole
+    #: batch): activations stay cache-sized (measured ~1.4x at batch 256, 1 thread)
     chunk_size: int = 32
 
     # ------------------------------------------------------------------ properties
@@ -189,7 +190,8 @@ class MoEMAE(nn.Module):
         meta = {"week": week, "hour": hour, "lat": lat, "lon": lon}
         fast = not self.training and not images.requires_grad and not torch.is_inference_mode_enabled()
         with torch.inference_mode() if fast else nullcontext():
-            step = self.chunk_size if fast and self.chunk_size else images.shape[0]
+            cpu_chunks = fast and self.chunk_size and images.device.type == "cpu"
+            step = self.chunk_size if cpu_chunks else images.shape[0]
             if images.shape[0] <= step:
                 tokens, raw, stats = self._encode(images, meta, None)
                 out = EncoderOutput(tokens, raw, self._moe_loss(self.blocks, stats))
