@@ -135,20 +135,24 @@ class MoEMAE(nn.Module):
                 "apply geomoe.bands.zscore (or ChipBatch.zscored()) first"
             )
 
-    def _meta_tokens(self, images: Tensor, meta: dict[str, Tensor | None]) -> Tensor:
-        """Metadata (B, 2) each, None = zeros -> tokens (B, 4, D)."""
-        b = images.shape[0]
-        cols = []
+    def _check_meta(self, meta: dict[str, Tensor | None], b: int) -> None:
         for name in self.config.metadata_order:
             m = meta[name]
-            if m is None:
-                m = images.new_zeros(b, 2)
-            elif not isinstance(m, Tensor) or tuple(m.shape) != (b, 2):
+            if m is not None and (not isinstance(m, Tensor) or tuple(m.shape) != (b, 2)):
                 got = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
                 raise ModelInputError(
                     f"{name} must be a (B, 2) = ({b}, 2) tensor of (sin, cos), got {got}; "
                     f"use geomoe.meta.encode_{'latlon' if name in ('lat', 'lon') else name} or pass None"
                 )
+
+    def _meta_tokens(self, images: Tensor, meta: dict[str, Tensor | None]) -> Tensor:
+        """Metadata (B, 2) each, None = zeros -> tokens (B, 4, D)."""
+        b = images.shape[0]
+        self._check_meta(meta, b)
+        cols = []
+        for name in self.config.metadata_order:
+            m = meta[name]
+            m = images.new_zeros(b, 2) if m is None else m
             cols.append(m.to(device=images.device, dtype=images.dtype))
         meta_in = torch.stack(cols, dim=1)  # (B, 4, 2)
         return torch.einsum("bmi,mdi->bmd", meta_in, self.meta_weight) + self.meta_bias
@@ -188,9 +192,11 @@ class MoEMAE(nn.Module):
         """
         self._check_images(images)
         meta = {"week": week, "hour": hour, "lat": lat, "lon": lon}
-        fast = not self.training and not images.requires_grad and not torch.is_inference_mode_enabled()
+        self._check_meta(meta, images.shape[0])
+        no_graph = not self.training and not images.requires_grad
+        fast = no_graph and not torch.is_inference_mode_enabled()
         with torch.inference_mode() if fast else nullcontext():
-            cpu_chunks = fast and self.chunk_size and images.device.type == "cpu"
+            cpu_chunks = no_graph and self.chunk_size and images.device.type == "cpu"
             step = self.chunk_size if cpu_chunks else images.shape[0]
             if images.shape[0] <= step:
                 tokens, raw, stats = self._encode(images, meta, None)

@@ -43,3 +43,12 @@ def ref_model_S():
     from geomoe.model import load_checkpoint
 
     return load_checkpoint(REF_DIR / "ref_S_seed0.pth")
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """The model tests use tiny batches: one thread is as fast and does not stall on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
