@@ -123,7 +123,8 @@ class ChipBatch:
     pixels (N, 7, 40, 40) uint16 DN (SR_B1..SR_B7); week, hour, lat, lon (N, 2) float32 (sin, cos);
     valid (N,) float32 valid fraction; index (N,) INDEX_DTYPE (epsg, row, col, time);
     x, y (N,) float64 chip centre in its CRS; item_id (N,) str;
-    skipped_index (M,) INDEX_DTYPE and skipped_valid (M,) float32 for chips under min_valid.
+    skipped_index (M,) INDEX_DTYPE, skipped_valid (M,) float32 and skipped_item_id (M,) str for
+    chips under min_valid (the item id tells apart pre-chipped patches that share an index).
     """
 
     pixels: np.ndarray
@@ -138,6 +139,7 @@ class ChipBatch:
     item_id: np.ndarray
     skipped_index: np.ndarray
     skipped_valid: np.ndarray
+    skipped_item_id: np.ndarray
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
@@ -352,7 +354,7 @@ class ChipStream:
                 per_item_kept.update(ids[ok].tolist())
                 if not ok.all():
                     bad = ~ok
-                    skipped.append((_index(np.int32(res.group.epsg), res.chips[bad]), res.valid[bad]))
+                    skipped.append((_index(np.int32(res.group.epsg), res.chips[bad]), res.valid[bad], ids[bad]))
                     self.stats["skipped"] += int(bad.sum())
                 if ok.any():
                     part = (res.pixels[ok] if not ok.all() else res.pixels, res.valid[ok], res.chips[ok],
@@ -426,8 +428,9 @@ class ChipStream:
         if skipped:
             s_idx = np.concatenate([s[0] for s in skipped])
             s_val = np.concatenate([s[1] for s in skipped]).astype(np.float32)
+            s_ids = np.concatenate([s[2] for s in skipped]).astype(str)
         else:
-            s_idx, s_val = np.zeros(0, INDEX_DTYPE), np.zeros(0, np.float32)
+            s_idx, s_val, s_ids = np.zeros(0, INDEX_DTYPE), np.zeros(0, np.float32), np.zeros(0, str)
         batch = ChipBatch(
             pixels=pixels,
             week=week,
@@ -441,6 +444,7 @@ class ChipStream:
             item_id=chips["item_id"].astype(str),
             skipped_index=s_idx,
             skipped_valid=s_val,
+            skipped_item_id=s_ids,
         )
         return batch, rest, n_rest
 

@@ -244,7 +244,6 @@ class TileBuffer:
     lookup: dict | None = None
     embedded: int = 0
     skipped: int = 0
-    pending_skips: list = field(default_factory=list)
 
     @classmethod
     def new(cls, cube: Cube, tile: Tile, dim: int) -> "TileBuffer":
@@ -282,49 +281,32 @@ class TileBuffer:
                 self.embedded += int(ok.sum())
             sk = batch.skipped_index
             if sk is not None and len(sk):
-                t, i, j, ok = self._grid_pos(sk, getattr(batch, "skipped_item_id", None))
+                t, i, j, ok = self._grid_pos(sk, batch.skipped_item_id)
                 self.valid[t, i, j] = np.asarray(batch.skipped_valid)[ok]
                 self.skipped += int(ok.sum())
             return
         for n in range(len(batch.valid)):
-            k = self.lookup.get((str(batch.item_id[n]), int(batch.index["row"][n]), int(batch.index["col"][n])))
+            k = self._table_slot(batch.item_id[n], batch.index[n])
             if k is None:
                 continue  # chip of an item that straddles into the next tile
             self.embedding[k] = emb[n]
             self.valid[k] = batch.valid[n]
             self.x[k], self.y[k] = batch.x[n], batch.y[n]
             self.embedded += 1
-        sk = batch.skipped_index
-        if sk is not None and len(sk):
-            self.skipped += len(sk)  # provisional; _resolve_skips removes chips of other tiles
-            self.pending_skips.extend(zip(sk.tolist(), np.asarray(batch.skipped_valid).tolist()))
+        for n in range(len(batch.skipped_valid)):
+            k = self._table_slot(batch.skipped_item_id[n], batch.skipped_index[n])
+            if k is not None:
+                self.valid[k] = batch.skipped_valid[n]
+                self.skipped += 1
 
-    def _resolve_skips(self) -> None:
-        """Table chips skipped for cloud carry (epsg, row, col, time) but no item id; patches
-        of one scene share all four, so they are matched once the tile's kept chips are
-        placed: each goes to a same-key chip that is still empty (the count is exact; among
-        identical keys the valid fractions of skipped chips may be interchanged)."""
-        c = self.spec.chips
-        sl = self.spec.region(self.tile)
-        free: dict[tuple, list[int]] = {}
-        for k in range(sl.stop - sl.start):
-            if np.isnan(self.valid[k]):
-                key = (int(c["epsg"][sl.start + k]), int(c["row"][sl.start + k]),
-                       int(c["col"][sl.start + k]), np.datetime64(c["time"][sl.start + k], "s"))
-                free.setdefault(key, []).append(k)
-        for (e, r, q, t), v in self.pending_skips:
-            slot = free.get((int(e), int(r), int(q), np.datetime64(t, "s")))
-            if slot:
-                self.valid[slot.pop(0)] = v
-            else:
-                self.skipped -= 1
-        self.pending_skips = []
+    def _table_slot(self, item_id: str, index: np.void) -> int | None:
+        """Row of a chip-table tile for (item id, row, col): patches of one scene share the rest."""
+        return self.lookup.get((str(item_id), int(index["row"]), int(index["col"])))
 
     def write(self, cube: Cube, run: int) -> None:
         if isinstance(self.spec, GridSpec):
             cube.write_grid_tile(self.tile, self.embedding, self.valid, run)
         else:
-            self._resolve_skips()
             cube.write_table_tile(self.tile, self.embedding, self.valid, self.x, self.y, run)
 
 

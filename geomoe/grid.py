@@ -27,7 +27,6 @@ import numpy as np
 import pystac
 import shapely
 import shapely.geometry as sg
-import shapely.ops
 from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio import features
@@ -136,7 +135,7 @@ def _reproject(geom: sg.base.BaseGeometry, src: int, dst: int, max_seg: float) -
         return geom
     geom = shapely.segmentize(geom, max_seg)
     t = transformer(src, dst)
-    out = shapely.ops.transform(t.transform, geom)
+    out = shapely.transform(geom, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
     if not out.is_valid:
         out = shapely.make_valid(out)
     return out

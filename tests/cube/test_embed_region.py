@@ -145,6 +145,15 @@ def test_item_grid_patches_go_to_the_chip_table(portugal_aoi, ckpt_xxs, tmp_path
     ok = np.isfinite(ds.embedding.values).all(1)
     assert ok.sum() == s.chips_embedded and np.isfinite(ds.valid_fraction.values).sum() == s.chips_planned
     assert (ds.valid_fraction.values[~ok] < 0.9).all()  # the others were skipped for cloud/fill
+    # every patch's valid fraction (kept or skipped) is its own, read directly with the chips API
+    from geomoe.catalog import search
+    from geomoe.chips import iter_chips
+
+    direct = {}
+    for b in iter_chips(search(None, portugal_aoi), aoi=portugal_aoi, min_valid=0.0):
+        direct.update(zip(b.item_id.tolist(), b.valid.tolist()))
+    assert (~ok).any()  # the AOI holds patches skipped for fill, so the check below covers them
+    assert [direct[i] for i in ids] == pytest.approx(ds.valid_fraction.values.tolist())
     # per-chip coordinates: centre of each patch raster (checked with rasterio)
     src = repo_root / "catalogs" / "bigearthnet-landsat-sample"
     for k in range(0, len(ids), 5):
