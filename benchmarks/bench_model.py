@@ -8,7 +8,9 @@ Prints chips/s (eval encode, size S) for fp32 and bf16 autocast at each batch, a
 step (batch 128: forward_mae + backward + AdamW), the speed-up ratios over the baseline
 (benchmarks/reference_moemae.py: Python expert loop, repeated K/V, hand-written attention),
 and the max-abs difference of geomoe's tokens from the baseline's (outputs unchanged).
-Timings are the best of the repeats (robust to other load on the machine).
+Timings are the best of the repeats (robust to other load on the machine). On a CPU shared
+with other jobs use ``--threads 1``: with 2 threads, foreign load stalls torch's thread
+barriers and both implementations' numbers collapse unpredictably (seen: 4 chips/s).
 """
 
 from __future__ import annotations
