@@ -95,6 +95,8 @@ class MoEMAE(nn.Module):
     #: eval-mode encode() on CPU processes the batch in chunks of this many chips (0 = whole
     #: batch): activations stay cache-sized (measured ~1.4x at batch 256, 1 thread)
     chunk_size: int = 32
+    #: set by :func:`geomoe.model.compile_for_inference` (opt-in); None = eager
+    _compiled_encode = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -199,11 +201,11 @@ class MoEMAE(nn.Module):
             cpu_chunks = no_graph and self.chunk_size and images.device.type == "cpu"
             step = self.chunk_size if cpu_chunks else images.shape[0]
             if images.shape[0] <= step:
-                tokens, raw, stats = self._encode(images, meta, None)
+                tokens, raw, stats = self._encode_eval(images, meta)
                 out = EncoderOutput(tokens, raw, self._moe_loss(self.blocks, stats))
             else:  # chunks keep activations cache-sized; routing is per token, so results are unchanged
                 parts = [
-                    self._encode(images[i : i + step], {k: None if v is None else v[i : i + step] for k, v in meta.items()}, None)
+                    self._encode_eval(images[i : i + step], {k: None if v is None else v[i : i + step] for k, v in meta.items()})
                     for i in range(0, images.shape[0], step)
                 ]
                 stats = [torch.stack(layer).sum(0) for layer in zip(*(p[2] for p in parts))]
@@ -213,6 +215,15 @@ class MoEMAE(nn.Module):
         if fast:  # inference tensors cannot be saved for backward (e.g. by a linear probe)
             out = EncoderOutput(out.tokens.clone(), out.raw_tokens.clone(), out.moe_loss.clone())
         return out
+
+    def _encode_eval(self, images: Tensor, meta: dict[str, Tensor | None]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """One eval chunk: the compiled graph when enabled (and, on CPU, the chunk is full), else eager."""
+        fn = self._compiled_encode
+        if fn is None or self.training or (images.device.type == "cpu" and images.shape[0] != self.chunk_size):
+            return self._encode(images, meta, None)
+        from geomoe.model.compile import run_compiled
+
+        return run_compiled(self, images, meta)
 
     def _encode(self, images: Tensor, meta: dict[str, Tensor | None], generator: torch.Generator | None
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:

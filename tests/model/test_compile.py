@@ -1,0 +1,51 @@
+"""Opt-in torch.compile of the eval encoder: same outputs as eager, clean fallback when it cannot compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._inductor.config as inductor_config
+
+from geomoe.model import build_model, compile_for_inference, uncompile
+
+
+def _inputs(b: int):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, 7, 40, 40, generator=g)
+    meta = {k: torch.randn(b, 2, generator=g) for k in ("week", "hour", "lat", "lon")}
+    return x, meta
+
+
+def test_compiled_encode_matches_eager():
+    torch.manual_seed(0)
+    model = build_model("XXS").eval()
+    model.chunk_size = 4
+    x, meta = _inputs(10)  # two full (compiled) chunks + an eager tail of 2
+    eager = model.encode(x, **meta)
+    torch._dynamo.reset()
+    compile_for_inference(model)
+    out = model.encode(x, **meta)
+    assert model._compiled_encode is not None  # it really compiled, no silent fallback
+    torch.testing.assert_close(out.tokens, eager.tokens, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.raw_tokens, eager.raw_tokens, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.moe_loss, eager.moe_loss, atol=1e-5, rtol=0)
+    again = model.encode(x, **meta)
+    assert torch.equal(again.tokens, out.tokens)  # deterministic
+    uncompile(model)
+    assert torch.equal(model.encode(x, **meta).tokens, eager.tokens)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("XXS").eval()
+    model.chunk_size = 4
+    x, meta = _inputs(4)
+    eager = model.encode(x, **meta)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))  # a machine without a C compiler
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # a cached kernel would hide the failure
+    torch._dynamo.reset()
+    compile_for_inference(model)
+    with pytest.warns(RuntimeWarning, match="running eager"):
+        out = model.encode(x, **meta)
+    assert model._compiled_encode is None
+    torch.testing.assert_close(out.tokens, eager.tokens, atol=1e-5, rtol=0)
