@@ -3,6 +3,7 @@
     python benchmarks/bench_model.py            # ~2-3 min on 2 CPU cores
     python benchmarks/bench_model.py --quick    # batches 64/256 only, fewer repeats
     python benchmarks/bench_model.py --device cuda --batches 1024 8192 --no-baseline
+    python benchmarks/bench_model.py --quick --compile   # + rows for compile_for_inference
 
 Prints chips/s (eval encode, size S) for fp32 and bf16 autocast at each batch, a training
 step (batch 128: forward_mae + backward + AdamW), the speed-up ratios over the baseline
@@ -26,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from reference_moemae import RefMoEMAE, mae_loss  # noqa: E402
 
-from geomoe.model import load_checkpoint  # noqa: E402
+from geomoe.model import compile_for_inference, load_checkpoint  # noqa: E402
 
 CKPT = HERE.parent / "tests" / "data" / "reference" / "ref_S_seed0.pth"
 IO = HERE.parent / "tests" / "data" / "reference" / "ref_S_seed0_io.pt"
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the slow baseline (GPU runs)")
     ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time geomoe.model.compile_for_inference (inductor; compile time printed)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MoE-MAE size S, device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'batch':>6} {'baseline fp32':>14} {'geomoe fp32':>12} {'geomoe bf16':>12} {'x fp32':>7} {'x bf16':>7}"
           f" {'maxabs fp32':>12} {'maxabs bf16':>12}")
+    compiled_rows = []
     for b in batches:
         x, meta = inputs(b, dev)
 
@@ -113,6 +117,34 @@ def main(argv: list[str] | None = None) -> int:
             d32 = d16 = r32 = r16 = float("nan")
             cref = f"{'-':>14}"
         print(f"{b:>6} {cref} {b / t32:12.0f} {b / t16:12.0f} {r32:7.2f} {r16:7.2f} {d32:12.2e} {d16:12.2e}")
+        if args.compile:
+            compiled_rows.append((b, x, meta, t_ref))
+
+    if args.compile:  # after the eager rows: compiling changes the model's layer implementations
+        compile_for_inference(ours)
+        print("geomoe compiled (compile_for_inference; first call per precision includes compiling):")
+        for b, x, meta, t_ref in compiled_rows:
+            t0 = time.perf_counter()
+            out32 = ours.encode(x, **meta).tokens
+            c32 = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with torch.autocast(amp, dtype=torch.bfloat16):
+                out16 = ours.encode(x, **meta).tokens
+            c16 = time.perf_counter() - t0
+            t32 = best_time(lambda: ours.encode(x, **meta), reps, budget, dev, warmup=False)
+
+            def run_cbf16(x=x, meta=meta):
+                with torch.autocast(amp, dtype=torch.bfloat16):
+                    return ours.encode(x, **meta)
+
+            t16 = best_time(run_cbf16, reps, budget, dev, warmup=False)
+            ratios = "" if t_ref is None else f" ({t_ref / t32:.2f}x / {t_ref / t16:.2f}x baseline)"
+            with torch.no_grad():
+                tokens = ref.encoder(x, **meta)[0] if t_ref is not None else None
+            diff = "" if tokens is None else (
+                f", maxabs {(out32 - tokens).abs().max().item():.2e} / {(out16.float() - tokens).abs().max().item():.2e}")
+            print(f"{b:>6} fp32 {b / t32:.0f} chips/s, bf16 {b / t16:.0f} chips/s{ratios}{diff}; "
+                  f"first call {c32:.0f} s / {c16:.0f} s")
 
     if not args.no_train:
         b = 128

@@ -2,8 +2,8 @@
 
 Why opt-in: compiling costs ~35 s per precision (fp32 / bf16 autocast) on the 2-core CPU and
 pays off only for long runs. Measured there (size S, batch 256, 1 thread, best of 4, shared
-machine): eager fp32 ~93 / bf16 ~118 chips/s; compiled fp32 ~84 / bf16 ~143 chips/s. So it is
-worth it for bf16 embedding of large regions, not for fp32.
+machine): eager fp32 ~94 / bf16 ~114 chips/s; compiled fp32 ~88 / bf16 ~157 chips/s. So by
+default only autocast (bf16) calls use the compiled graph.
 """
 
 from __future__ import annotations
@@ -18,42 +18,65 @@ from geomoe.model.mae import MoEMAE
 log = logging.getLogger(__name__)
 
 
-def compile_for_inference(model: MoEMAE, *, freezing: bool = True) -> MoEMAE:
+def compile_for_inference(model: MoEMAE, *, fp32: bool = False, freezing: bool = True) -> MoEMAE:
     """Compile ``model``'s per-chunk encoder for eval; returns the same model (in eval mode).
 
+    The compiled graph is used under autocast (bf16), where it measured ~1.35x eager; plain
+    fp32 calls stay eager (compiled fp32 measured ~0.9x eager on CPU) unless ``fp32=True``.
     The graph uses the static-shape layers (matmul attention, dense experts), which inductor
-    fuses better than the eager-fast SDPA + sparse-expert path; outputs stay within ~1e-5 of
-    eager in fp32. On CPU only full chunks of ``model.chunk_size`` chips use the compiled graph
-    (one shape, no recompiles); a smaller tail chunk runs eager. ``freezing`` lets inductor
-    treat the weights as constants (prepacked matmuls): do not change the weights afterwards
-    (call this again after loading new ones). If compilation fails (no C compiler, unsupported
-    platform), a warning is issued and the model keeps running eager.
+    fuses better than the eager-fast SDPA + sparse-expert path; fp32 outputs stay within ~1e-5
+    of eager. On CPU only full chunks of ``model.chunk_size`` chips use the graph (one shape,
+    no recompiles); a smaller tail chunk runs eager. ``freezing`` lets inductor treat the
+    weights as constants (prepacked matmuls): do not change the weights afterwards (call this
+    again after loading new ones). If compilation fails (no C compiler, unsupported platform),
+    a RuntimeWarning is issued and the model keeps running eager.
     """
     model.eval()
-    for blk in model.blocks:
-        blk.attn.impl = "matmul"
-        blk.moe.impl = "dense"
     opts = {"freezing": True} if freezing else None
-    model._compiled_encode = torch.compile(model._encode, dynamic=False, options=opts)
+    model._compiled_encode = torch.compile(_static_encode(model), dynamic=False, options=opts)
+    model._compiled_fp32 = fp32
     return model
+
+
+def _static_encode(model: MoEMAE):
+    def encode(images, meta):
+        return model._encode(images, meta, None)
+
+    return encode
 
 
 def uncompile(model: MoEMAE) -> MoEMAE:
-    """Back to the default eager path (auto attention / expert implementations)."""
+    """Back to the default eager path."""
     model._compiled_encode = None
-    for blk in list(model.blocks) + list(model.decoder_blocks):
-        blk.attn.__dict__.pop("impl", None)
-        blk.moe.__dict__.pop("impl", None)
     return model
+
+
+def use_compiled(model: MoEMAE, images) -> bool:
+    """Whether this eval chunk goes through the compiled graph."""
+    if model._compiled_encode is None or model.training:
+        return False
+    if images.device.type == "cpu" and images.shape[0] != model.chunk_size:
+        return False
+    return model._compiled_fp32 or torch.is_autocast_enabled(images.device.type)
 
 
 def run_compiled(model: MoEMAE, images, meta):
     """Call the compiled encoder; on any compile/run failure warn once and fall back to eager."""
+    layers = [blk.attn for blk in model.blocks] + [blk.moe for blk in model.blocks]
+    saved = [layer.__dict__.get("impl") for layer in layers]
+    for layer in layers:  # static shapes, no host sync: what inductor fuses best
+        layer.impl = "matmul" if hasattr(layer, "heads") else "dense"
     try:
-        return model._compiled_encode(images, meta, None)
+        return model._compiled_encode(images, meta)
     except Exception as exc:  # inductor/dynamo raise many types; eager is always a valid answer
         warnings.warn(f"torch.compile of the geomoe encoder failed ({type(exc).__name__}: {exc}); "
                       "running eager instead", RuntimeWarning, stacklevel=3)
         log.warning("compiled encoder failed, falling back to eager", exc_info=True)
         uncompile(model)
-        return model._encode(images, meta, None)
+    finally:
+        for layer, impl in zip(layers, saved):
+            if impl is None:
+                layer.__dict__.pop("impl", None)
+            else:
+                layer.impl = impl
+    return model._encode(images, meta, None)

@@ -97,6 +97,7 @@ class MoEMAE(nn.Module):
     chunk_size: int = 32
     #: set by :func:`geomoe.model.compile_for_inference` (opt-in); None = eager
     _compiled_encode = None
+    _compiled_fp32: bool = False
 
     # ------------------------------------------------------------------ properties
     @property
@@ -218,12 +219,11 @@ class MoEMAE(nn.Module):
 
     def _encode_eval(self, images: Tensor, meta: dict[str, Tensor | None]) -> tuple[Tensor, Tensor, list[Tensor]]:
         """One eval chunk: the compiled graph when enabled (and, on CPU, the chunk is full), else eager."""
-        fn = self._compiled_encode
-        if fn is None or self.training or (images.device.type == "cpu" and images.shape[0] != self.chunk_size):
+        if self._compiled_encode is None:
             return self._encode(images, meta, None)
-        from geomoe.model.compile import run_compiled
+        from geomoe.model.compile import run_compiled, use_compiled
 
-        return run_compiled(self, images, meta)
+        return run_compiled(self, images, meta) if use_compiled(self, images) else self._encode(images, meta, None)
 
     def _encode(self, images: Tensor, meta: dict[str, Tensor | None], generator: torch.Generator | None
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:

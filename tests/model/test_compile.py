@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch._inductor.config as inductor_config
+from torch._dynamo.utils import counters
 
 from geomoe.model import build_model, compile_for_inference, uncompile
 
@@ -23,7 +24,7 @@ def test_compiled_encode_matches_eager():
     x, meta = _inputs(10)  # two full (compiled) chunks + an eager tail of 2
     eager = model.encode(x, **meta)
     torch._dynamo.reset()
-    compile_for_inference(model)
+    compile_for_inference(model, fp32=True)
     out = model.encode(x, **meta)
     assert model._compiled_encode is not None  # it really compiled, no silent fallback
     torch.testing.assert_close(out.tokens, eager.tokens, atol=1e-4, rtol=0)
@@ -35,6 +36,26 @@ def test_compiled_encode_matches_eager():
     assert torch.equal(model.encode(x, **meta).tokens, eager.tokens)
 
 
+def test_default_compiles_only_autocast_calls():
+    """fp32 stays eager (bit-identical to before) unless fp32=True; bf16 autocast goes compiled."""
+    torch.manual_seed(0)
+    model = build_model("XXS").eval()
+    model.chunk_size = 4
+    x, meta = _inputs(4)
+    eager = model.encode(x, **meta)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager16 = model.embed(x, **meta)
+    compile_for_inference(model)
+    assert torch.equal(model.encode(x, **meta).tokens, eager.tokens)
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16 = model.embed(x, **meta)
+    assert model._compiled_encode is not None and counters["stats"]["unique_graphs"] >= 1
+    assert (out16 - eager16).abs().max() < 0.05 * eager16.abs().max()
+    assert torch.equal(model.encode(x, **meta).tokens, eager.tokens)  # layer choices restored
+
+
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     torch.manual_seed(0)
     model = build_model("XXS").eval()
@@ -44,7 +65,7 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))  # a machine without a C compiler
     monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # a cached kernel would hide the failure
     torch._dynamo.reset()
-    compile_for_inference(model)
+    compile_for_inference(model, fp32=True)
     with pytest.warns(RuntimeWarning, match="running eager"):
         out = model.encode(x, **meta)
     assert model._compiled_encode is None
