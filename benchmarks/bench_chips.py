@@ -19,7 +19,6 @@ Reports:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess

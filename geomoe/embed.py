@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import os
 import queue
 import threading
@@ -32,7 +31,7 @@ from geomoe.device import autocast, resolve_device
 from geomoe.errors import CheckpointError, GeomoeError
 from geomoe.faults import fault
 from geomoe.lock import store_lock
-from geomoe.tiles import GridSpec, Spec, TableSpec, Tile, specs_from_plan
+from geomoe.tiles import GridSpec, Spec, Tile, specs_from_plan
 
 DEFAULT_CHECKPOINT = Path("checkpoints") / "geomoe-demo-S.safetensors"
 _REPO = Path(__file__).resolve().parents[1]

@@ -12,6 +12,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GEOMOE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def seeded_checkpoint(path: Path, size: str = "XXS", seed: int = 0) -> Path:
+    """A real geomoe checkpoint of randomly initialised weights (seeded): honest test input."""
+    import torch
+
+    from geomoe.model import build_model, save_checkpoint
+
+    torch.manual_seed(seed)
+    save_checkpoint(build_model(size), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

@@ -93,6 +93,21 @@ class PrefectServer:
             fh.close()
 
 
+def wait_flow_run(server: "PrefectServer", run_id: str, timeout: float = 240):
+    """Poll the server until the flow run reaches a final state; fail after ``timeout`` s."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with server.settings(), get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"flow run {run_id} still {run.state} after {timeout} s")
+            time.sleep(1)
+
+
 def _server_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({

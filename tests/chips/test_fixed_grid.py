@@ -6,7 +6,6 @@ import datetime as dt
 import time
 
 import numpy as np
-import pytest
 import rasterio
 import rasterio.warp
 from pyproj import Transformer

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from tests.conftest import seeded_checkpoint
 
 LIVERPOOL_ITEM = "LC08_L2SP_204023_20200927_20201006_02_T1"
 
@@ -14,23 +14,13 @@ LIVERPOOL_ITEM = "LC08_L2SP_204023_20200927_20201006_02_T1"
 @pytest.fixture(scope="session")
 def ckpt_xxs(tmp_path_factory) -> Path:
     """A real geomoe checkpoint (XXS, seed 0): honest test input, not the demo weights."""
-    from geomoe.model import build_model, save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "xxs-seed0.safetensors"
-    save_checkpoint(build_model("XXS"), path)
-    return path
+    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt") / "xxs-seed0.safetensors", seed=0)
 
 
 @pytest.fixture(scope="session")
 def ckpt_xxs_other(tmp_path_factory) -> Path:
     """A second, different model (seed 1): a store written by it must not be resumed by ckpt_xxs."""
-    from geomoe.model import build_model, save_checkpoint
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("ckpt1") / "xxs-seed1.safetensors"
-    save_checkpoint(build_model("XXS"), path)
-    return path
+    return seeded_checkpoint(tmp_path_factory.mktemp("ckpt1") / "xxs-seed1.safetensors", seed=1)
 
 
 @pytest.fixture(scope="session")

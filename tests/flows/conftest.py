@@ -7,18 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from tests.conftest import seeded_checkpoint
 
 
 @pytest.fixture(scope="session")
 def flow_ckpt(tmp_path_factory) -> Path:
     """A real geomoe checkpoint (XXS, seed 0) made explicitly for the test."""
-    from geomoe.model import build_model, save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("flow-ckpt") / "xxs-seed0.safetensors"
-    save_checkpoint(build_model("XXS"), path)
-    return path
+    return seeded_checkpoint(tmp_path_factory.mktemp("flow-ckpt") / "xxs-seed0.safetensors", seed=0)
 
 
 @pytest.fixture(scope="session")

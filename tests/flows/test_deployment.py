@@ -10,25 +10,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 from .conftest import assert_same_cube
 
-from tests.conftest_prefect import BIN, stop_process
-
-
-def _wait_run(server, run_id: str, timeout: float = 240):
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout
-    with server.settings(), get_client(sync_client=True) as client:
-        while True:
-            run = client.read_flow_run(run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            if time.monotonic() > deadline:
-                raise AssertionError(f"flow run {run_id} still {run.state} after {timeout} s")
-            time.sleep(1)
+from tests.conftest_prefect import BIN, stop_process, wait_flow_run
 
 
 def test_deployment_run_by_worker_and_by_geomoe_cli(prefect_server, repo_root, flow_ckpt,
@@ -46,7 +31,7 @@ def test_deployment_run_by_worker_and_by_geomoe_cli(prefect_server, repo_root, f
                       "--param", f"checkpoint={flow_ckpt}", "--param", "tile_size=2",
                       "--param", "batch_size=8", "--param", "device=cpu")
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", res.stdout).group(1)
-        run = _wait_run(srv, run_id)
+        run = wait_flow_run(srv, run_id)
         assert run.state.is_completed(), (run.state, (tmp_path / "worker.log").read_text()[-3000:])
         assert_same_cube(out, single_process_cube)
         from prefect.client.orchestration import get_client

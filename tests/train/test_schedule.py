@@ -9,23 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
-from tests.conftest_prefect import BIN, stop_process
-
-
-def _wait_run(server, run_id: str, timeout: float = 240):
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout
-    with server.settings(), get_client(sync_client=True) as client:
-        while True:
-            run = client.read_flow_run(run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            if time.monotonic() > deadline:
-                raise AssertionError(f"flow run {run_id} still {run.state} after {timeout} s")
-            time.sleep(1)
+from tests.conftest_prefect import BIN, stop_process, wait_flow_run
 
 
 def test_scheduled_deployment_schedule_and_triggered_run(prefect_server, repo_root, tmp_path):
@@ -56,7 +41,7 @@ def test_scheduled_deployment_schedule_and_triggered_run(prefect_server, repo_ro
                       "--param", "batch_size=8", "--param", "checkpoint_every=1",
                       "--param", "aoi=catalogs/aois/liverpool.geojson")
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", res.stdout).group(1)
-        run = _wait_run(srv, run_id)
+        run = wait_flow_run(srv, run_id)
         assert run.state.is_completed(), (run.state, (tmp_path / "worker.log").read_text()[-3000:])
     finally:
         stop_process(worker, timeout=20)
