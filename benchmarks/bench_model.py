@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             compiled_rows.append((b, x, meta, t_ref))
 
     if args.compile:  # after the eager rows: compiling changes the model's layer implementations
-        compile_for_inference(ours)
+        compile_for_inference(ours, fp32=True)  # both precisions compiled, to compare
         print("geomoe compiled (compile_for_inference; first call per precision includes compiling):")
         for b, x, meta, t_ref in compiled_rows:
             t0 = time.perf_counter()
