@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             with torch.autocast(amp, dtype=torch.bfloat16):
                 out16 = ours.encode(x, **meta).tokens
             c16 = time.perf_counter() - t0
-            t32 = best_time(lambda: ours.encode(x, **meta), reps, budget, dev, warmup=False)
+            t32 = best_time(lambda x=x, meta=meta: ours.encode(x, **meta), reps, budget, dev, warmup=False)
 
             def run_cbf16(x=x, meta=meta):
                 with torch.autocast(amp, dtype=torch.bfloat16):
