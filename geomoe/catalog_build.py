@@ -150,6 +150,16 @@ def _proj_props(epsg: int, shape_hw: tuple[int, int], transform: Any) -> dict:
     }
 
 
+def _write_band_cogs(folder: Path, data: np.ndarray, crs: Any, transform: Any) -> dict[str, dict]:
+    """Write a (7, H, W) SR_B1..SR_B7 DN stack as one 30 m COG per band; their asset dicts by key."""
+    assets = {}
+    for i, band in enumerate(BANDS):
+        key = COMMON_NAMES[band]
+        _write_cog(folder / f"{key}.tif", data[i], crs, transform, NODATA)
+        assets[key] = _band_asset(band, f"./{key}.tif", 30.0)
+    return assets
+
+
 def _band_asset(band: str, href: str, gsd: float) -> dict:
     centre, fwhm, desc = _WAVE[band]
     return {
@@ -257,11 +267,7 @@ def build_bigearthnet(source: Path, out: Path) -> list[dict]:
             crs, transform, epsg = ds.crs, ds.transform, ds.crs.to_epsg()
             bounds = ds.bounds
         folder = out / cid / item_id
-        assets = {}
-        for i, band in enumerate(BANDS):
-            key = COMMON_NAMES[band]
-            _write_cog(folder / f"{key}.tif", data[i], crs, transform, NODATA)
-            assets[key] = _band_asset(band, f"./{key}.tif", 30.0)
+        assets = _write_band_cogs(folder, data, crs, transform)
         label_file = src / "labels" / f"{item_id}_labels_metadata.json"
         props: dict[str, Any] = {"datetime": _iso(when)}
         if label_file.exists():
@@ -362,11 +368,7 @@ def build_liverpool(source: Path, out: Path, cid: str = "landsat-scenes") -> dic
     if descs != list(BANDS):
         raise CatalogBuildError(f"{stacks[0]} bands are {descs}, expected {list(BANDS)}")
     folder = out / cid / item_id
-    assets = {}
-    for i, band in enumerate(BANDS):
-        key = COMMON_NAMES[band]
-        _write_cog(folder / f"{key}.tif", data[i], crs, transform, NODATA)
-        assets[key] = _band_asset(band, f"./{key}.tif", 30.0)
+    assets = _write_band_cogs(folder, data, crs, transform)
     props = _landsat_props(when, "landsat-8", epsg, data.shape[1:], transform, 30.0, cloud, {
         "landsat:wrs_path": "204", "landsat:wrs_row": "023",
         "landsat:collection_category": "T1", "landsat:collection_number": "02",
