@@ -20,24 +20,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from tests.servers import free_port, wait_until_serving
+
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -133,7 +127,7 @@ def _server_env(home: Path) -> dict[str, str]:
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """Start ``prefect server start`` on a free 127.0.0.1 port; stop it after the session."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
+    port = free_port()
     env = _server_env(home)
     log = home / "server.log"
     with open(log, "wb") as fh:
@@ -142,20 +136,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
             env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server not healthy after 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_serving(f"{url}/health", proc, log, name="prefect server", timeout=90, interval=0.5)
         env = {**env, "PREFECT_API_URL": url}
         yield PrefectServer(url=url, home=home, log=log, env=env)
     finally:

@@ -7,23 +7,17 @@ import copy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.servers import free_port, wait_until_serving
+
 COLLECTION = "landsat-c2-l2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_real_items(shared_data: Path) -> list[dict]:
@@ -116,19 +110,8 @@ def stac_api(real_items: RealItems, tmp_path_factory: pytest.TempPathFactory):
             stdout=out, stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"rustac serve exited ({proc.returncode}): {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/collections/{COLLECTION}", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"rustac serve not ready after 20 s: {log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        wait_until_serving(f"{url}/collections/{COLLECTION}", proc, log, name="rustac serve",
+                           timeout=20, interval=0.05)
         yield Server(url, time.perf_counter() - t0, log)
     finally:
         proc.terminate()
