@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from geomoe.commands import add_search_arguments
+
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -21,11 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_build)
 
     s = sub.add_parser("search", help="print the ids of the items matching an AOI and filters")
-    s.add_argument("--catalog", default=None,
-                   help="STAC API URL, catalog.json/collection.json path or URL (default: bundled)")
     s.add_argument("--aoi", required=True, help="GeoJSON file, URL or inline GeoJSON")
-    s.add_argument("--datetime", default=None, help='RFC 3339 instant or interval, e.g. "2020-01-01/.."')
-    s.add_argument("--max-cloud", type=float, default=None, help="max eo:cloud_cover (percent)")
+    add_search_arguments(s)
     s.add_argument("--collection", default=None, help="API collection id (default landsat-c2-l2)")
     s.add_argument("--json", action="store_true", help="print one JSON line per item")
     s.set_defaults(func=_search)

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from geomoe.commands import add_search_arguments
 from geomoe.errors import GeomoeError
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -28,10 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "MoE-MAE and write a resumable Zarr cube (rerun the same command to resume).")
     p.add_argument("--aoi", required=True, help="GeoJSON file, URL or inline GeoJSON")
     p.add_argument("--out", default="cube.zarr", help="output Zarr store (default: cube.zarr)")
-    p.add_argument("--catalog", default=None,
-                   help="STAC API URL or catalog.json/collection.json (default: the bundled catalog)")
-    p.add_argument("--datetime", default=None, help='RFC 3339 instant or interval, e.g. "2020-01-01/.."')
-    p.add_argument("--max-cloud", type=float, default=None, help="max eo:cloud_cover (percent)")
+    add_search_arguments(p)
     p.add_argument("--checkpoint", default=None,
                    help="model weights (default: checkpoints/geomoe-demo-S.safetensors; the published "
                         "pretrained_S_best.pth also works)")

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+from geomoe.commands import add_search_arguments
+
 _REPO = Path(__file__).resolve().parents[2]
 DEFAULT_AOI = _REPO / "catalogs" / "aois" / "europe.geojson"
 
@@ -24,12 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Masked-autoencoder pretraining on 40x40 chips streamed from STAC (AdamW, "
         "warm-up + cosine, checkpoints every --checkpoint-every steps; --resume continues exactly).",
     )
-    p.add_argument("--catalog", default=None,
-                   help="STAC API URL or catalog.json/collection.json (default: the bundled catalog)")
     p.add_argument("--aoi", default=str(DEFAULT_AOI),
                    help="GeoJSON file, URL or inline GeoJSON (default: catalogs/aois/europe.geojson)")
-    p.add_argument("--datetime", default=None, help='RFC 3339 interval, e.g. "2020-01-01/.."')
-    p.add_argument("--max-cloud", type=float, default=None, help="max eo:cloud_cover (percent)")
+    add_search_arguments(p)
     p.add_argument("--steps", type=int, default=None,
                    help="total optimizer steps of the run (default 1000; on --resume: the saved "
                    "value, a larger one extends the schedule)")
