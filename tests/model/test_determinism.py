@@ -113,3 +113,14 @@ def test_empty_batch(ref_model_S):
     """A ChipBatch may hold 0 chips (all skipped): encode/embed return empty results."""
     out = ref_model_S.encode(torch.zeros(0, 7, 40, 40))
     assert out.tokens.shape == (0, 105, 144) and ref_model_S.embed(torch.zeros(0, 7, 40, 40)).shape == (0, 144)
+
+
+def test_top_k_by_max_equals_topk():
+    """The GPU routing top-k (rounds of max) picks the same experts and values as torch.topk."""
+    from geomoe.model.layers import _top_k_by_max
+
+    h = torch.randn(5000, 5, generator=torch.Generator().manual_seed(0))
+    for k in (2, 3):
+        want_v, want_i = torch.topk(h, k, dim=-1)
+        got_v, got_i = _top_k_by_max(h, k)
+        assert torch.equal(got_v, want_v) and torch.equal(got_i, want_i)

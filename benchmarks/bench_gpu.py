@@ -1,0 +1,198 @@
+"""geomoe's MoE-MAE on a CUDA GPU: correctness first, then encoder chips/s at large batches.
+
+    python benchmarks/bench_gpu.py                      # ~5 min on an H100 (compiles twice)
+    python benchmarks/bench_gpu.py --batches 4096 --no-compile --json out.json
+
+Checks on the GPU, against the CPU reference fixture (tests/data/reference): fp32 tokens max-abs
+(TF32 off), bf16-autocast relative L2 of the tokens, and that two encodes are bit-identical.
+Then times, with CUDA events (median of the repeats, after warm-up): the baseline
+(benchmarks/reference_moemae.py), geomoe eager fp32 / bf16 autocast, geomoe compiled bf16
+(``compile_for_inference``), the host-to-host embed path (pinned chips -> GPU -> bf16 encode ->
+mean-pooled (B, D) back on the host), and a bf16 pretraining step. Only needs torch (+ safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from reference_moemae import RefMoEMAE, mae_loss  # noqa: E402
+
+from geomoe.model import compile_for_inference, load_checkpoint  # noqa: E402
+
+CKPT = HERE.parent / "tests" / "data" / "reference" / "ref_S_seed0.pth"
+IO = HERE.parent / "tests" / "data" / "reference" / "ref_S_seed0_io.pt"
+META = ("week", "hour", "lat", "lon")
+
+
+def cuda_time(fn, reps: int) -> float:
+    """Median seconds per call of ``fn`` (CUDA events), after two warm-up calls."""
+    fn(), fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def real_inputs(batch: int, device: str) -> tuple[torch.Tensor, dict]:
+    """The 8 real fixture chips tiled to ``batch``, each copy jittered so no two rows are equal."""
+    io = torch.load(IO, weights_only=True)
+    rep = -(-batch // 8)
+    g = torch.Generator().manual_seed(batch)
+    x = io["images"].repeat(rep, 1, 1, 1)[:batch]
+    x = x + 0.05 * torch.randn(x.shape, generator=g)
+    meta = {k: io[f"meta_{k}"].repeat(rep, 1)[:batch] for k in META}
+    return x.to(device), {k: v.to(device) for k, v in meta.items()}
+
+
+def check(model, dev: str) -> dict:
+    io = torch.load(IO, weights_only=True)
+    x = io["images"].to(dev)
+    meta = {k: io[f"meta_{k}"].to(dev) for k in META}
+    want = io["encoder_normed_tokens"].to(dev)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    a = model.encode(x, **meta).tokens
+    b = model.encode(x, **meta).tokens
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        c = model.encode(x, **meta).tokens.float()
+    return {
+        "fp32_maxabs_vs_fixture": (a - want).abs().max().item(),
+        "fp32_repeat_bit_identical": bool(torch.equal(a, b)),
+        "bf16_rel_l2_vs_fixture": ((c - want).norm() / want.norm()).item(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1024, 4096, 16384])
+    ap.add_argument("--compile-batches", type=int, nargs="+", default=[4096, 16384])
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--json", default=None, help="write all figures here")
+    args = ap.parse_args(argv)
+    dev = "cuda"
+    props = torch.cuda.get_device_properties(0)
+    print(f"{props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}")
+    ck = torch.load(CKPT, weights_only=True)["model_state"]
+    ours = load_checkpoint(CKPT, map_location=dev)
+    res: dict = {"device": props.name, "torch": torch.__version__, "check": check(ours, dev), "encode": [],
+                 "compiled": [], "embed_host": [], "train": []}
+    print("check:", json.dumps(res["check"]))
+
+    ref = RefMoEMAE("S", noise="never").to(dev).eval()
+    ref.load_state_dict(ck)
+    # the baseline runs fp32 only: the published gate's scatter fails under autocast (dtype mismatch)
+    print(f"{'batch':>6} {'baseline fp32':>14} {'geomoe fp32':>12} {'geomoe bf16':>12}  chips/s")
+    for b in args.batches:
+        x, meta = real_inputs(b, dev)
+
+        def run_ref():
+            with torch.no_grad():
+                return ref.encoder(x, **meta)
+
+        def run_ours(bf16: bool):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                return ours.encode(x, **meta)
+
+        reps = max(3, args.reps * 1024 // b)
+        row = {"batch": b}
+        for name, fn in (("baseline_fp32", run_ref), ("geomoe_fp32", lambda: run_ours(False)), ("geomoe_bf16", lambda: run_ours(True))):
+            row[name] = b / cuda_time(fn, reps)
+        res["encode"].append(row)
+        print(f"{b:>6} {row['baseline_fp32']:14.0f} {row['geomoe_fp32']:12.0f} "
+              f"{row['geomoe_bf16']:12.0f}")
+        del x, meta
+        torch.cuda.empty_cache()
+
+    # host -> GPU -> host, as geomoe.embed does it (pinned memory, non-blocking copy, bf16 autocast)
+    for b in args.batches:
+        xh, mh = real_inputs(b, "cpu")
+        xh, mh = xh.pin_memory(), {k: v.pin_memory() for k, v in mh.items()}
+
+        def run_embed():
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                e = ours.embed(xh.to(dev, non_blocking=True), **{k: v.to(dev, non_blocking=True) for k, v in mh.items()})
+            return e.cpu()
+
+        t = cuda_time(run_embed, max(3, args.reps * 1024 // b))
+        res["embed_host"].append({"batch": b, "chips_per_s": b / t})
+        print(f"embed host->GPU->host, batch {b}: {b / t:.0f} chips/s")
+
+    if not args.no_compile:
+        compile_for_inference(ours)
+        io = torch.load(IO, weights_only=True)
+        for b in args.compile_batches:
+            x, meta = real_inputs(b, dev)
+            t0 = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                ours.encode(x, **meta)
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+
+            def run_c():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    return ours.encode(x, **meta)
+
+            t = cuda_time(run_c, max(3, args.reps * 1024 // b))
+            # accuracy of the compiled graph on the real chips (first 8 rows are the fixture chips + jitter;
+            # use the exact fixture chips by tiling them to the compiled batch size)
+            xe = io["images"].repeat(b // 8, 1, 1, 1).to(dev)
+            me = {k: io[f"meta_{k}"].repeat(b // 8, 1).to(dev) for k in META}
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                got = ours.encode(xe, **me).tokens[:8].float()
+            want = io["encoder_normed_tokens"].to(dev)
+            rel = ((got - want).norm() / want.norm()).item()
+            res["compiled"].append({"batch": b, "chips_per_s": b / t, "first_call_s": first, "rel_l2": rel})
+            print(f"compiled bf16, batch {b}: {b / t:.0f} chips/s (first call {first:.0f} s, rel L2 {rel:.1e})")
+            del x, meta, xe, me
+            torch.cuda.empty_cache()
+
+    for b in (1024, 4096):
+        x, meta = real_inputs(b, dev)
+        ids = torch.stack([torch.randperm(100, generator=torch.Generator().manual_seed(i))[:25] for i in range(b)]).to(dev)
+        ref_t = RefMoEMAE("S", noise="train").to(dev).train()
+        ref_t.load_state_dict(ck)
+        ours_t = load_checkpoint(CKPT, map_location=dev).train()
+        opt_r = torch.optim.AdamW(ref_t.parameters(), lr=1e-4)
+        opt_o = torch.optim.AdamW(ours_t.parameters(), lr=1e-4, fused=True)
+
+        def step_ref():  # fp32: the baseline does not run under autocast
+            opt_r.zero_grad(set_to_none=True)
+            pred, mask, _, moe = ref_t(x, **meta, ids_keep=ids)
+            mae_loss(ref_t, x, pred, mask, moe).backward()
+            opt_r.step()
+
+        def step_ours():
+            opt_o.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = ours_t.forward_mae(x, **meta, ids_keep=ids)
+            out.loss.backward()
+            opt_o.step()
+
+        tr, to = cuda_time(step_ref, 5), cuda_time(step_ours, 5)
+        res["train"].append({"batch": b, "baseline_fp32": b / tr, "geomoe_bf16": b / to})
+        print(f"train step, batch {b}: baseline fp32 {b / tr:.0f}, geomoe bf16 {b / to:.0f} chips/s ({tr / to:.2f}x)")
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
