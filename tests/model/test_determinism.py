@@ -124,3 +124,27 @@ def test_top_k_by_max_equals_topk():
         want_v, want_i = torch.topk(h, k, dim=-1)
         got_v, got_i = _top_k_by_max(h, k)
         assert torch.equal(got_v, want_v) and torch.equal(got_i, want_i)
+
+
+@pytest.mark.parametrize("attn,moe", [("sdpa", "sparse"), ("matmul", "dense"), ("sdpa", "dense")])
+def test_training_layer_impls_agree(ref_model_S, ref_io, ref_meta, monkeypatch, attn, moe):
+    """The pretraining step may run SDPA or explicit attention, sparse or dense experts (chosen
+    per device/precision): loss and gradients are the same function either way."""
+    from geomoe.model.layers import GroupedQueryAttention, MoEFeedForward
+
+    def loss_and_grads():
+        ref_model_S.zero_grad(set_to_none=True)
+        out = ref_model_S.forward_mae(ref_io["images"], **ref_meta, ids_keep=ref_io["mae_ids_keep"])
+        out.loss.backward()
+        return out.loss.detach(), {n: p.grad.clone() for n, p in ref_model_S.named_parameters() if p.grad is not None}
+
+    monkeypatch.setattr(GroupedQueryAttention, "impl", "matmul")
+    monkeypatch.setattr(MoEFeedForward, "impl", "sparse")
+    want_loss, want = loss_and_grads()
+    monkeypatch.setattr(GroupedQueryAttention, "impl", attn)
+    monkeypatch.setattr(MoEFeedForward, "impl", moe)
+    got_loss, got = loss_and_grads()
+    assert torch.allclose(got_loss, want_loss, rtol=1e-5)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.allclose(got[name], want[name], rtol=1e-3, atol=1e-5), name
