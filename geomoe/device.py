@@ -1,9 +1,9 @@
 """Device choice for inference: ``auto`` | ``cpu`` | ``cuda[:N]``; bf16 autocast on CUDA.
 
-Why bf16 only on CUDA by default: on GPUs it roughly doubles throughput with embeddings
-within ~1e-2 relative of fp32; on CPU the gain depends on avx512_bf16 and the cube's
-reproducibility matters more, so CPU stays fp32 unless asked (``precision="bf16"``).
-The CUDA path is written to the torch API but was not run on a GPU in this project's CI.
+Why bf16 only on CUDA by default: on an H100 it is 2.3x fp32 (40.6k vs 17.6k chips/s, size S,
+batch 16384) with tokens within ~1.3e-2 relative L2; on CPU the gain depends on avx512_bf16
+and the cube's reproducibility matters more, so CPU stays fp32 unless asked
+(``precision="bf16"``). CI has no GPU: the CUDA figures come from benchmarks/bench_gpu.py.
 """
 
 from __future__ import annotations
