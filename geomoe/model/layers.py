@@ -25,6 +25,23 @@ def _cv(x: Tensor) -> Tensor:
     return x.std(unbiased=False) / (x.mean() + 1e-6)
 
 
+def _fast_dropout(x: Tensor, p: float) -> Tensor:
+    """Inverted dropout for CPU tensors from 16-bit uniform draws, four per 64-bit draw.
+
+    torch's CPU bernoulli_ draws one number per element from one mt19937 stream (3.4 ms for a
+    3840x144 activation, ~9 % of a bf16 pretraining step); this draws a quarter as many from
+    the same global generator (reproducible under torch.manual_seed, ~1.2 ms). The drop
+    probability is ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.1000061); kept values are
+    scaled by 1 / (1 - that), so the expectation is exact.
+    """
+    if p <= 0:
+        return x
+    n, drop = x.numel(), round(p * 65536)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    keep = bits.view(torch.int16)[:n].view(x.shape) >= drop - 32768
+    return x * (keep.to(x.dtype) * (65536 / (65536 - drop)))
+
+
 def _top_k(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """torch.topk(h, k, dim=-1) (values descending) for the few experts of a layer.
 
@@ -67,21 +84,11 @@ class GroupedQueryAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim + 2 * self.kv_dim)
         self.proj = nn.Linear(dim, dim)
 
-    #: "sdpa" (fused kernel), "matmul" (explicit softmax, in float32 under autocast), or
-    #: "auto": see :meth:`resolved_impl`
-    impl: str = "auto"
-
-    def resolved_impl(self, x: Tensor) -> str:
-        """``impl``, with "auto" resolved for input ``x``: "matmul" or "sdpa".
-
-        Matmul only for a CPU autograd graph under bf16 autocast, where the CPU flash kernel's
-        bf16 backward is slow (pretraining step, batch 128, 2 cores: matmul ~720-750 ms vs
-        SDPA ~1400-1700 ms); SDPA otherwise (fp32 step: SDPA ~820-910 ms vs matmul ~1030-1230).
-        """
-        if self.impl != "auto":
-            return self.impl
-        graph = torch.is_grad_enabled() and x.requires_grad
-        return "matmul" if graph and x.device.type == "cpu" and _autocast_bf16(x) else "sdpa"
+    #: "sdpa": ``F.scaled_dot_product_attention`` (on CPU always in float32: at head size 18 the
+    #: CPU flash kernel is slower in bf16, measured 4.3 vs 3.4 ms per layer at eval chunk 32 and
+    #: 87 vs 36 ms forward+backward for the decoder of a batch-128 pretraining step);
+    #: "matmul": explicit softmax(q k^T) v, which inductor fuses best on CPU (compiled graphs)
+    impl: str = "sdpa"
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, N, D) -> (B, N, D)."""
@@ -93,9 +100,12 @@ class GroupedQueryAttention(nn.Module):
         q = q.reshape(b, n, r, g, d).permute(0, 3, 2, 1, 4).reshape(b, g, r * n, d)
         k = k.reshape(b, n, g, d).transpose(1, 2)  # (B, G, N, d), a view
         v = v.reshape(b, n, g, d).transpose(1, 2)
-        if self.resolved_impl(x) == "matmul":
+        if self.impl == "matmul":
             scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2))
             o = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype), v)
+        elif x.device.type == "cpu" and q.dtype != torch.float32:
+            with torch.autocast("cpu", enabled=False):
+                o = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
         else:
             o = F.scaled_dot_product_attention(q, k, v)  # (B, G, R*N, d)
         o = o.reshape(b, g, r, n, d).permute(0, 3, 2, 1, 4).reshape(b, n, self.dim)
@@ -166,9 +176,9 @@ class MoEFeedForward(nn.Module):
         """``impl``, with "auto" resolved for input ``x``: "sparse" or "dense".
 
         Dense on GPUs (no host sync; H100 bf16 eval: sparse 31.5k vs dense 36.8k chips/s) and for
-        a CPU autograd graph under bf16 autocast (pretraining step, batch 128: dense ~720 ms vs
-        sparse ~840-990 ms; the sparse gathers are slow in bf16). Sparse otherwise on CPU (eval,
-        batch 256: ~7 % faster in fp32, ~2 % in bf16; fp32 pretraining step ~15 % faster).
+        a CPU autograd graph under bf16 autocast (pretraining step, batch 128, 2 cores: dense
+        ~680 ms vs sparse ~880 ms; the sparse gathers and scatters are slow in bf16). Sparse
+        otherwise on CPU (eval, batch 256: ~7 % faster in fp32, on par in bf16).
         """
         if self.impl != "auto":
             return self.impl
@@ -197,7 +207,8 @@ class MoEFeedForward(nn.Module):
             for j in range(1, e):
                 mixed = mixed + g[:, j : j + 1] * hw[:, j * hid : (j + 1) * hid]
             y = self.w_out(mixed * a[:, e * hid :])
-        return self.dropout(y).view(b, n, dim), stats
+        y = _fast_dropout(y, self.dropout.p) if self.training and y.device.type == "cpu" else self.dropout(y)
+        return y.view(b, n, dim), stats
 
     def _sparse_mix(self, flat: Tensor, gates: Tensor, idx: Tensor, w: Tensor, bias: Tensor) -> Tensor:
         """sum over the top-k experts of g_e * silu(W_e x), computing W_e x only where routed: (T, h)."""

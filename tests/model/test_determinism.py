@@ -148,3 +148,20 @@ def test_training_layer_impls_agree(ref_model_S, ref_io, ref_meta, monkeypatch, 
     assert got.keys() == want.keys()
     for name in want:
         assert torch.allclose(got[name], want[name], rtol=1e-3, atol=1e-5), name
+
+
+def test_fast_dropout_rate_scale_and_seed():
+    """CPU training dropout: drops ~p of the values, keeps the mean, replays under manual_seed."""
+    from geomoe.model.layers import _fast_dropout
+
+    x = torch.ones(1000, 999, requires_grad=True)
+    torch.manual_seed(3)
+    y = _fast_dropout(x, 0.1)
+    torch.manual_seed(3)
+    assert torch.equal(_fast_dropout(x, 0.1), y)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.002
+    assert abs(y.mean().item() - 1.0) < 0.003
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * mask * scale)/dx = mask * scale
+    assert _fast_dropout(x, 0.0) is x
