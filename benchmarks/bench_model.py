@@ -9,7 +9,8 @@ Prints chips/s (eval encode, size S) for fp32 and bf16 autocast at each batch, a
 step (batch 128: forward_mae + backward + AdamW), the speed-up ratios over the baseline
 (benchmarks/reference_moemae.py: Python expert loop, repeated K/V, hand-written attention),
 and the max-abs difference of geomoe's tokens from the baseline's (outputs unchanged).
-Timings are the best of the repeats (robust to other load on the machine). On a CPU shared
+Timings are the best of the rounds, the variants timed round-robin so that the machine's
+drift hits them alike (robust to other load on the machine). On a CPU shared
 with other jobs use ``--threads 1``: with 2 threads, foreign load stalls torch's thread
 barriers and both implementations' numbers collapse unpredictably (seen: 4 chips/s).
 """
@@ -38,18 +39,28 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def best_time(fn, reps: int, budget_s: float, device: str, warmup: bool = True) -> float:
-    """Best wall time of up to ``reps`` calls (stops early after ``budget_s``), after a warm-up call."""
-    if warmup:
-        fn()
-        _sync(device)
-    best, spent = float("inf"), 0.0
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        dt = time.perf_counter() - t
-        best, spent = min(best, dt), spent + dt
+def interleaved_best(fns: dict, rounds: int, budget_s: float, device: str) -> dict[str, float]:
+    """Best wall time of each callable, timed round-robin: per round, each one is called twice
+    in a row and the second call is timed.
+
+    Round-robin, not one variant after the other: on a shared 2-core machine the speed drifts
+    by +-15 % over minutes, which would otherwise land on whichever variant ran in a slow
+    stretch and bias the ratios. The untimed call just before each timed one gives every
+    variant the same warm state (the baseline's large temporaries otherwise cost the variant
+    timed after it ~10 %, seen at batch 256). Stops after ``rounds`` rounds or once
+    ``budget_s`` of timed calls is spent.
+    """
+    best = {name: float("inf") for name in fns}
+    spent = 0.0
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            dt = time.perf_counter() - t
+            best[name], spent = min(best[name], dt), spent + dt
         if spent > budget_s:
             break
     return best
@@ -64,9 +75,13 @@ def inputs(batch: int, device: str) -> tuple[torch.Tensor, dict]:
     return x, meta
 
 
+def _fmt(chips: float, base: float | None) -> str:
+    return f"{chips:.0f}" if base is None else f"{chips:.0f} ({chips / base:.2f}x)"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="batches 64/256, fewer repeats (~1 min)")
+    ap.add_argument("--quick", action="store_true", help="batches 64/256, fewer rounds (~1 min)")
     ap.add_argument("--batches", type=int, nargs="+", default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -79,72 +94,56 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dev = args.device
     batches = args.batches or ([64, 256] if args.quick else [64, 256, 1024])
-    reps = 2 if args.quick else 3
-    budget = 4.0 if args.quick else 8.0
+    rounds = 2 if args.quick else 4
+    budget = 8.0 if args.quick else 30.0
 
     ck = torch.load(CKPT, weights_only=True)["model_state"]
     ref = RefMoEMAE("S", noise="never").to(dev).eval()
     ref.load_state_dict(ck)
     ours = load_checkpoint(CKPT, map_location=dev)
+    compiled = None
+    if args.compile:  # a second instance: compiling swaps the layer implementations it traces
+        compiled = compile_for_inference(load_checkpoint(CKPT, map_location=dev), fp32=True)
     amp = "cuda" if dev.startswith("cuda") else "cpu"
-    print(f"MoE-MAE size S, device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'batch':>6} {'baseline fp32':>14} {'geomoe fp32':>12} {'geomoe bf16':>12} {'x fp32':>7} {'x bf16':>7}"
-          f" {'maxabs fp32':>12} {'maxabs bf16':>12}")
-    compiled_rows = []
+    print(f"MoE-MAE size S, device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
+          "chips/s (x baseline), variants timed round-robin")
+    cols = ["baseline fp32", "geomoe fp32", "geomoe bf16"] + (["compiled fp32", "compiled bf16"] if compiled else [])
+    print(f"{'batch':>6} " + " ".join(f"{c:>16}" for c in cols) + f" {'maxabs fp32':>12} {'rel L2 bf16':>12}")
     for b in batches:
         x, meta = inputs(b, dev)
+
+        def encoder(model, bf16: bool):
+            def run():
+                with torch.autocast(amp, dtype=torch.bfloat16, enabled=bf16):
+                    return model.encode(x, **meta)
+            return run
 
         def run_ref():
             with torch.no_grad():
                 return ref.encoder(x, **meta)
 
-        def run_ours():
-            return ours.encode(x, **meta)
-
-        def run_bf16():
-            with torch.autocast(amp, dtype=torch.bfloat16):
-                return ours.encode(x, **meta)
-
-        t_ref = None if args.no_baseline else best_time(run_ref, 1 if b >= 1024 else reps, budget, dev, warmup=b < 1024)
-        t32 = best_time(run_ours, reps, budget, dev)
-        t16 = best_time(run_bf16, reps, budget, dev)
-        if t_ref is not None:
-            tokens = run_ref()[0]
-            d32 = (run_ours().tokens - tokens).abs().max().item()
-            d16 = (run_bf16().tokens.float() - tokens).abs().max().item()
-            r32, r16, cref = t_ref / t32, t_ref / t16, f"{b / t_ref:14.0f}"
+        fns = {} if args.no_baseline else {"baseline fp32": run_ref}
+        fns |= {"geomoe fp32": encoder(ours, False), "geomoe bf16": encoder(ours, True)}
+        if compiled is not None:
+            t0 = time.perf_counter()
+            encoder(compiled, False)(), encoder(compiled, True)()
+            print(f"  (batch {b}: first compiled calls, fp32 + bf16, took {time.perf_counter() - t0:.0f} s)")
+            fns |= {"compiled fp32": encoder(compiled, False), "compiled bf16": encoder(compiled, True)}
+        if b >= 1024 and not args.no_baseline:  # the baseline is slow here: two rounds
+            best = interleaved_best(fns, 2, budget, dev)
         else:
-            d32 = d16 = r32 = r16 = float("nan")
-            cref = f"{'-':>14}"
-        print(f"{b:>6} {cref} {b / t32:12.0f} {b / t16:12.0f} {r32:7.2f} {r16:7.2f} {d32:12.2e} {d16:12.2e}")
-        if args.compile:
-            compiled_rows.append((b, x, meta, t_ref))
-
-    if args.compile:  # after the eager rows: compiling changes the model's layer implementations
-        compile_for_inference(ours, fp32=True)  # both precisions compiled, to compare
-        print("geomoe compiled (compile_for_inference; first call per precision includes compiling):")
-        for b, x, meta, t_ref in compiled_rows:
-            t0 = time.perf_counter()
-            out32 = ours.encode(x, **meta).tokens
-            c32 = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with torch.autocast(amp, dtype=torch.bfloat16):
-                out16 = ours.encode(x, **meta).tokens
-            c16 = time.perf_counter() - t0
-            t32 = best_time(lambda x=x, meta=meta: ours.encode(x, **meta), reps, budget, dev, warmup=False)
-
-            def run_cbf16(x=x, meta=meta):
-                with torch.autocast(amp, dtype=torch.bfloat16):
-                    return ours.encode(x, **meta)
-
-            t16 = best_time(run_cbf16, reps, budget, dev, warmup=False)
-            ratios = "" if t_ref is None else f" ({t_ref / t32:.2f}x / {t_ref / t16:.2f}x baseline)"
-            with torch.no_grad():
-                tokens = ref.encoder(x, **meta)[0] if t_ref is not None else None
-            diff = "" if tokens is None else (
-                f", maxabs {(out32 - tokens).abs().max().item():.2e} / {(out16.float() - tokens).abs().max().item():.2e}")
-            print(f"{b:>6} fp32 {b / t32:.0f} chips/s, bf16 {b / t16:.0f} chips/s{ratios}{diff}; "
-                  f"first call {c32:.0f} s / {c16:.0f} s")
+            best = interleaved_best(fns, rounds, budget, dev)
+        chips = {k: b / v for k, v in best.items()}
+        base = chips.get("baseline fp32")
+        row = " ".join(f"{_fmt(chips[c], None if c.startswith('baseline') else base) if c in chips else '-':>16}"
+                       for c in cols)
+        if base is not None:
+            tokens = run_ref()[0]
+            d32 = (ours.encode(x, **meta).tokens - tokens).abs().max().item()
+            o16 = encoder(ours, True)().tokens.float()
+            r16 = ((o16 - tokens).norm() / tokens.norm()).item()
+            row += f" {d32:12.2e} {r16:12.2e}"
+        print(f"{b:>6} {row}")
 
     if not args.no_train:
         b = 128
@@ -154,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         ref_t.load_state_dict(ck)
         ours_t = load_checkpoint(CKPT, map_location=dev).train()
         opt_r = torch.optim.AdamW(ref_t.parameters(), lr=1e-4)
-        opt_o = torch.optim.AdamW(ours_t.parameters(), lr=1e-4)
+        opt_o = torch.optim.AdamW(ours_t.parameters(), lr=1e-4, fused=True)  # as geomoe.train uses it
 
         def step_ref():
             opt_r.zero_grad(set_to_none=True)
@@ -162,21 +161,21 @@ def main(argv: list[str] | None = None) -> int:
             mae_loss(ref_t, x, pred, mask, moe).backward()
             opt_r.step()
 
-        def step_ours(bf16: bool = False):
-            opt_o.zero_grad(set_to_none=True)
-            with torch.autocast(amp, dtype=torch.bfloat16, enabled=bf16):
-                out = ours_t.forward_mae(x, **meta, ids_keep=ids)
-            out.loss.backward()
-            opt_o.step()
+        def step_ours(bf16: bool):
+            def step():
+                opt_o.zero_grad(set_to_none=True)
+                with torch.autocast(amp, dtype=torch.bfloat16, enabled=bf16):
+                    out = ours_t.forward_mae(x, **meta, ids_keep=ids)
+                out.loss.backward()
+                opt_o.step()
+            return step
 
-        t_ref = None if args.no_baseline else best_time(step_ref, reps, budget, dev)
-        t32 = best_time(step_ours, reps, budget, dev)
-        t16 = best_time(lambda: step_ours(True), reps, budget, dev)
-        if t_ref is not None:
-            print(f"train step (batch {b}, fwd+bwd+AdamW): baseline {b / t_ref:.0f} chips/s, geomoe fp32 "
-                  f"{b / t32:.0f} ({t_ref / t32:.2f}x), bf16 {b / t16:.0f} ({t_ref / t16:.2f}x)")
-        else:
-            print(f"train step (batch {b}): geomoe fp32 {b / t32:.0f} chips/s, bf16 {b / t16:.0f}")
+        fns = {} if args.no_baseline else {"baseline": step_ref}
+        fns |= {"fp32": step_ours(False), "bf16": step_ours(True)}
+        best = interleaved_best(fns, rounds + 1, budget, dev)
+        base = b / best["baseline"] if "baseline" in best else None
+        print(f"train step (batch {b}, fwd+bwd+AdamW): " + ", ".join(
+            f"{k} {_fmt(b / v, None if k == 'baseline' else base)}" for k, v in best.items()) + " chips/s")
     return 0
 
 
