@@ -73,11 +73,13 @@ def embed_region_flow(
     max_cloud: float | None = None,
     gpu_resource: bool = False,
     plot: bool = True,
+    compile: bool = False,
 ) -> dict:
     """Embed every chip of ``aoi`` (path, URL or inline GeoJSON) into the Zarr cube ``out``.
 
     ``gpu_resource``: annotate tile tasks with Dask resource ``GPU=1`` so a Dask scheduler
     sends them only to workers started with ``--resources GPU=1`` (one task per GPU).
+    ``compile``: torch.compile the encoder on CUDA workers (no effect on CPU).
     """
     import time
 
@@ -85,7 +87,8 @@ def embed_region_flow(
     t0 = time.perf_counter()
     req = EmbedRequest(aoi=aoi, out=str(out), catalog=catalog, datetime=datetime, max_cloud=max_cloud,
                        checkpoint=checkpoint, device=device, batch_size=batch_size,
-                       min_valid=min_valid, pooling=pooling, dtype=dtype, tile_size=tile_size)
+                       min_valid=min_valid, pooling=pooling, dtype=dtype, tile_size=tile_size,
+                       compile=compile)
     req.validate()
     resolve_checkpoint(req.checkpoint)
     planned = search_and_plan(req)  # bad AOI / no scenes: nothing is created

@@ -26,8 +26,8 @@ def compile_for_inference(model: MoEMAE, *, fp32: bool = False, freezing: bool =
     ``fp32=True``. The graph uses static-shape layers (dense experts; matmul attention on CPU,
     flash SDPA on CUDA), which inductor fuses better than the eager-fast sparse-expert path;
     fp32 outputs stay within ~1e-5 of eager. On CPU only full chunks of ``model.chunk_size``
-    chips use the graph (one shape, no recompiles); a smaller tail chunk runs eager. On CUDA
-    each new batch size compiles once more (~45 s): keep the batch size fixed. ``freezing`` lets inductor treat the
+    chips use the graph (one shape, no recompiles); a smaller tail chunk runs eager. On CUDA the
+    first batch size compiles (~45-60 s on an H100) and other sizes (tails) run eager. ``freezing`` lets inductor treat the
     weights as constants (prepacked matmuls): do not change the weights afterwards (call this
     again after loading new ones). If compilation fails (no C compiler, unsupported platform),
     a RuntimeWarning is issued and the model keeps running eager.
@@ -36,6 +36,7 @@ def compile_for_inference(model: MoEMAE, *, fp32: bool = False, freezing: bool =
     opts = {"freezing": True} if freezing else None
     model._compiled_encode = torch.compile(_static_encode(model), dynamic=False, options=opts)
     model._compiled_fp32 = fp32
+    model._compiled_batch = None
     return model
 
 
@@ -53,12 +54,21 @@ def uncompile(model: MoEMAE) -> MoEMAE:
 
 
 def use_compiled(model: MoEMAE, images) -> bool:
-    """Whether this eval chunk goes through the compiled graph."""
+    """Whether this eval chunk goes through the compiled graph.
+
+    One batch shape per model, so that a stream of batches never recompiles: on CPU the
+    chunk size; elsewhere the first batch size seen (a smaller tail batch runs eager).
+    """
     if model._compiled_encode is None or model.training:
         return False
-    if images.device.type == "cpu" and images.shape[0] != model.chunk_size:
+    if not (model._compiled_fp32 or torch.is_autocast_enabled(images.device.type)):
         return False
-    return model._compiled_fp32 or torch.is_autocast_enabled(images.device.type)
+    n = images.shape[0]
+    if images.device.type == "cpu":
+        return n == model.chunk_size
+    if model._compiled_batch is None:
+        model._compiled_batch = n
+    return n == model._compiled_batch
 
 
 def run_compiled(model: MoEMAE, images, meta):

@@ -97,6 +97,7 @@ class MoEMAE(nn.Module):
     #: set by :func:`geomoe.model.compile_for_inference` (opt-in); None = eager
     _compiled_encode = None
     _compiled_fp32: bool = False
+    _compiled_batch: int | None = None  # the one batch size compiled on non-CPU devices
 
     # ------------------------------------------------------------------ properties
     @property

@@ -96,6 +96,20 @@ def test_rerun_resumes_nothing_to_do_and_data_unchanged(liverpool_reference, liv
                                   open_group(ref, "utm30n").embedding.values)
 
 
+def test_compile_is_a_cuda_option_cpu_cube_unchanged(liverpool_reference, liverpool_aoi, ckpt_xxs, tmp_path):
+    """--compile only acts on CUDA; on CPU the cube is the same, embedded by the eager model."""
+    from geomoe.embed import get_model
+    from geomoe.model import checkpoint_sha256
+
+    ref, _ = liverpool_reference
+    out = tmp_path / "compiled.zarr"
+    embed_region(str(liverpool_aoi), checkpoint=ckpt_xxs, out=out, batch_size=8, tile_size=2, compile=True)
+    np.testing.assert_array_equal(open_group(out, "utm30n").embedding.values,
+                                  open_group(ref, "utm30n").embedding.values)
+    model = get_model(ckpt_xxs, checkpoint_sha256(ckpt_xxs), torch.device("cpu"), compile=True)
+    assert model._compiled_encode is None
+
+
 def test_other_model_or_locked_store_refused_data_intact(liverpool_reference, liverpool_aoi, ckpt_xxs,
                                                          ckpt_xxs_other, tmp_path):
     ref, _ = liverpool_reference

@@ -70,3 +70,19 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
         out = model.encode(x, **meta)
     assert model._compiled_encode is None
     torch.testing.assert_close(out.tokens, eager.tokens, atol=1e-5, rtol=0)
+
+
+def test_one_compiled_batch_size_off_cpu():
+    """Off the CPU the first batch size is the compiled one; other sizes (tails) stay eager,
+    so a stream of batches never triggers a recompile. (Shapes only: meta tensors, no GPU.)"""
+    from geomoe.model.compile import use_compiled
+
+    model = compile_for_inference(build_model("XXS"), fp32=True)
+    batch = lambda n: torch.empty(n, 7, 40, 40, device="meta")  # noqa: E731
+    assert use_compiled(model, batch(8)) and model._compiled_batch == 8
+    assert not use_compiled(model, batch(3))
+    assert use_compiled(model, batch(8))
+    compile_for_inference(model, fp32=True)  # recompiling forgets the size
+    assert model._compiled_batch is None
+    assert use_compiled(model, batch(4)) and not use_compiled(model, batch(8))
+    assert use_compiled(model, torch.empty(model.chunk_size, 7, 40, 40)) and not use_compiled(model, torch.empty(5, 7, 40, 40))
