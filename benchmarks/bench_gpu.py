@@ -25,7 +25,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from reference_moemae import RefMoEMAE, mae_loss  # noqa: E402
+from bench_model import train_step_fns  # noqa: E402
+from reference_moemae import RefMoEMAE  # noqa: E402
 
 from geomoe.model import compile_for_inference, load_checkpoint  # noqa: E402
 
@@ -174,28 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
 
     for b in (1024, 4096):
-        x, meta = real_inputs(b, dev)
-        ids = torch.stack([torch.randperm(100, generator=torch.Generator().manual_seed(i))[:25] for i in range(b)]).to(dev)
-        ref_t = RefMoEMAE("S", noise="train").to(dev).train()
-        ref_t.load_state_dict(ck)
-        ours_t = load_checkpoint(CKPT, map_location=dev).train()
-        opt_r = torch.optim.AdamW(ref_t.parameters(), lr=1e-4)
-        opt_o = torch.optim.AdamW(ours_t.parameters(), lr=1e-4, fused=True)
-
-        def step_ref():  # fp32: the baseline does not run under autocast
-            opt_r.zero_grad(set_to_none=True)
-            pred, mask, _, moe = ref_t(x, **meta, ids_keep=ids)
-            mae_loss(ref_t, x, pred, mask, moe).backward()
-            opt_r.step()
-
-        def step_ours():
-            opt_o.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = ours_t.forward_mae(x, **meta, ids_keep=ids)
-            out.loss.backward()
-            opt_o.step()
-
-        tr, to = cuda_time(step_ref, 5), cuda_time(step_ours, 5)
+        steps = train_step_fns(b, dev, ck)  # the baseline step is fp32: it fails under autocast
+        tr, to = cuda_time(steps["baseline"], 5), cuda_time(steps["bf16"], 5)
         res["train"].append({"batch": b, "baseline_fp32": b / tr, "geomoe_bf16": b / to})
         print(f"train step, batch {b}: baseline fp32 {b / tr:.0f}, geomoe bf16 {b / to:.0f} chips/s ({tr / to:.2f}x)")
 

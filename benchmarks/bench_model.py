@@ -75,6 +75,40 @@ def inputs(batch: int, device: str) -> tuple[torch.Tensor, dict]:
     return x, meta
 
 
+def train_step_fns(batch: int, device: str, ck: dict) -> dict:
+    """Pretraining steps (forward_mae + backward + AdamW) on ``batch`` real chips with fixed masks.
+
+    Returns {"baseline": fp32 baseline step, "fp32": geomoe fp32, "bf16": geomoe bf16 autocast};
+    the baseline has no bf16 step: the published gate fails under autocast (dtype mismatch).
+    """
+    x, meta = inputs(batch, device)
+    gens = (torch.Generator().manual_seed(i) for i in range(batch))
+    ids = torch.stack([torch.randperm(100, generator=g)[:25] for g in gens]).to(device)
+    ref_t = RefMoEMAE("S", noise="train").to(device).train()
+    ref_t.load_state_dict(ck)
+    ours_t = load_checkpoint(CKPT, map_location=device).train()
+    opt_r = torch.optim.AdamW(ref_t.parameters(), lr=1e-4)
+    opt_o = torch.optim.AdamW(ours_t.parameters(), lr=1e-4, fused=True)  # as geomoe.train uses it
+    amp = torch.device(device).type
+
+    def step_ref():
+        opt_r.zero_grad(set_to_none=True)
+        pred, mask, _, moe = ref_t(x, **meta, ids_keep=ids)
+        mae_loss(ref_t, x, pred, mask, moe).backward()
+        opt_r.step()
+
+    def step_ours(bf16: bool):
+        def step():
+            opt_o.zero_grad(set_to_none=True)
+            with torch.autocast(amp, dtype=torch.bfloat16, enabled=bf16):
+                out = ours_t.forward_mae(x, **meta, ids_keep=ids)
+            out.loss.backward()
+            opt_o.step()
+        return step
+
+    return {"baseline": step_ref, "fp32": step_ours(False), "bf16": step_ours(True)}
+
+
 def _fmt(chips: float, base: float | None) -> str:
     return f"{chips:.0f}" if base is None else f"{chips:.0f} ({chips / base:.2f}x)"
 
@@ -147,31 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_train:
         b = 128
-        x, meta = inputs(b, dev)
-        ids = torch.stack([torch.randperm(100, generator=torch.Generator().manual_seed(i))[:25] for i in range(b)]).to(dev)
-        ref_t = RefMoEMAE("S", noise="train").to(dev).train()
-        ref_t.load_state_dict(ck)
-        ours_t = load_checkpoint(CKPT, map_location=dev).train()
-        opt_r = torch.optim.AdamW(ref_t.parameters(), lr=1e-4)
-        opt_o = torch.optim.AdamW(ours_t.parameters(), lr=1e-4, fused=True)  # as geomoe.train uses it
-
-        def step_ref():
-            opt_r.zero_grad(set_to_none=True)
-            pred, mask, _, moe = ref_t(x, **meta, ids_keep=ids)
-            mae_loss(ref_t, x, pred, mask, moe).backward()
-            opt_r.step()
-
-        def step_ours(bf16: bool):
-            def step():
-                opt_o.zero_grad(set_to_none=True)
-                with torch.autocast(amp, dtype=torch.bfloat16, enabled=bf16):
-                    out = ours_t.forward_mae(x, **meta, ids_keep=ids)
-                out.loss.backward()
-                opt_o.step()
-            return step
-
-        fns = {} if args.no_baseline else {"baseline": step_ref}
-        fns |= {"fp32": step_ours(False), "bf16": step_ours(True)}
+        steps = train_step_fns(b, dev, ck)
+        fns = {k: v for k, v in steps.items() if not (args.no_baseline and k == "baseline")}
         best = interleaved_best(fns, rounds + 1, budget, dev)
         base = b / best["baseline"] if "baseline" in best else None
         print(f"train step (batch {b}, fwd+bwd+AdamW): " + ", ".join(
