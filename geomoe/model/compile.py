@@ -27,9 +27,9 @@ def compile_for_inference(model: MoEMAE, *, fp32: bool = False, freezing: bool =
     flash SDPA on CUDA), which inductor fuses better than the eager-fast sparse-expert path;
     fp32 outputs stay within ~1e-5 of eager. On CPU only full chunks of ``model.chunk_size``
     chips use the graph (one shape, no recompiles); a smaller tail chunk runs eager. On CUDA the
-    first batch size compiles (~45-60 s on an H100) and other sizes (tails) run eager. ``freezing`` lets inductor treat the
-    weights as constants (prepacked matmuls): do not change the weights afterwards (call this
-    again after loading new ones). If compilation fails (no C compiler, unsupported platform),
+    first batch size compiles (~45-60 s on an H100) and other sizes (tails) run eager.
+    ``freezing`` lets inductor treat the weights as constants (prepacked matmuls): do not change
+    the weights afterwards (call this again after loading new ones). If compilation fails (no C compiler, unsupported platform),
     a RuntimeWarning is issued and the model keeps running eager.
     """
     model.eval()
