@@ -25,7 +25,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from bench_model import train_step_fns  # noqa: E402
+from bench_model import inputs, train_step_fns  # noqa: E402
 from reference_moemae import RefMoEMAE  # noqa: E402
 
 from geomoe.model import compile_for_inference, load_checkpoint  # noqa: E402
@@ -51,14 +51,22 @@ def cuda_time(fn, reps: int) -> float:
 
 
 def real_inputs(batch: int, device: str) -> tuple[torch.Tensor, dict]:
-    """The 8 real fixture chips tiled to ``batch``, each copy jittered so no two rows are equal."""
-    io = torch.load(IO, weights_only=True)
-    rep = -(-batch // 8)
-    g = torch.Generator().manual_seed(batch)
-    x = io["images"].repeat(rep, 1, 1, 1)[:batch]
-    x = x + 0.05 * torch.randn(x.shape, generator=g)
-    meta = {k: io[f"meta_{k}"].repeat(rep, 1)[:batch] for k in META}
+    """bench_model's tiled fixture chips, each copy jittered so no two rows are equal."""
+    x, meta = inputs(batch, "cpu")
+    x = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(batch))
     return x.to(device), {k: v.to(device) for k, v in meta.items()}
+
+
+def host_embed(model, x: torch.Tensor, meta: dict):
+    """A callable that runs geomoe.embed's path: pinned host chips -> GPU -> bf16 embed -> host."""
+    xh, mh = x.cpu().pin_memory(), {k: v.cpu().pin_memory() for k, v in meta.items()}
+
+    def run():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            e = model.embed(xh.to("cuda", non_blocking=True), **{k: v.to("cuda", non_blocking=True) for k, v in mh.items()})
+        return e.cpu()
+
+    return run
 
 
 def check(model, dev: str) -> dict:
@@ -123,14 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # host -> GPU -> host, as geomoe.embed does it (pinned memory, non-blocking copy, bf16 autocast)
     for b in args.batches:
-        xh, mh = real_inputs(b, "cpu")
-        xh, mh = xh.pin_memory(), {k: v.pin_memory() for k, v in mh.items()}
-
-        def run_embed():
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                e = ours.embed(xh.to(dev, non_blocking=True), **{k: v.to(dev, non_blocking=True) for k, v in mh.items()})
-            return e.cpu()
-
+        run_embed = host_embed(ours, *real_inputs(b, "cpu"))
         t = cuda_time(run_embed, max(3, args.reps * 1024 // b))
         res["embed_host"].append({"batch": b, "chips_per_s": b / t})
         print(f"embed host->GPU->host, batch {b}: {b / t:.0f} chips/s")
@@ -151,27 +152,19 @@ def main(argv: list[str] | None = None) -> int:
                     return ours.encode(x, **meta)
 
             t = cuda_time(run_c, max(3, args.reps * 1024 // b))
-            # accuracy of the compiled graph on the real chips (first 8 rows are the fixture chips + jitter;
-            # use the exact fixture chips by tiling them to the compiled batch size)
-            xe = io["images"].repeat(b // 8, 1, 1, 1).to(dev)
-            me = {k: io[f"meta_{k}"].repeat(b // 8, 1).to(dev) for k in META}
+            # accuracy of the compiled graph on the exact fixture chips, tiled to the compiled batch size
+            xe, me = inputs(b, dev)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 got = ours.encode(xe, **me).tokens[:8].float()
             want = io["encoder_normed_tokens"].to(dev)
             rel = ((got - want).norm() / want.norm()).item()
-            xh, mh = x.cpu().pin_memory(), {k: v.cpu().pin_memory() for k, v in meta.items()}
-
-            def run_embed_c():
-                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                    e = ours.embed(xh.to(dev, non_blocking=True), **{k: v.to(dev, non_blocking=True) for k, v in mh.items()})
-                return e.cpu()
-
+            run_embed_c = host_embed(ours, x, meta)
             te = cuda_time(run_embed_c, max(3, args.reps * 1024 // b))
             res["compiled"].append({"batch": b, "chips_per_s": b / t, "embed_host_chips_per_s": b / te,
                                     "first_call_s": first, "rel_l2": rel})
             print(f"compiled bf16, batch {b}: {b / t:.0f} chips/s, host->GPU->host embed {b / te:.0f} chips/s "
                   f"(first call {first:.0f} s, rel L2 {rel:.1e})")
-            del x, meta, xe, me, xh, mh
+            del x, meta, xe, me, run_embed_c
             torch.cuda.empty_cache()
 
     for b in (1024, 4096):
