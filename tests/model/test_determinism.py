@@ -109,6 +109,29 @@ def test_sparse_and_dense_experts_agree(ref_model_S, ref_io, ref_meta, monkeypat
     assert (outs["dense"] - outs["sparse"]).abs().max() < 1e-4
 
 
+def test_attention_choice_and_pieces(monkeypatch):
+    """CPU bf16 runs matmul attention in cache-sized batch pieces: the same function as one piece
+    and as SDPA; float32 keeps SDPA."""
+    from geomoe.model.layers import GroupedQueryAttention
+
+    torch.manual_seed(0)
+    att = GroupedQueryAttention(144, 8, 4)
+    x = torch.randn(9, 105, 144)
+    assert att.resolved_impl(x) == "sdpa"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert att.resolved_impl(x) == "matmul"
+    att.impl = "sdpa"
+    want = att(x)
+    att.impl = "matmul"
+    whole = att(x)
+    monkeypatch.setattr(att, "scores_budget", 3 * 8 * 105 * 105)  # pieces of 3 chips
+    pieces = att(x)
+    torch.testing.assert_close(whole, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(pieces, whole, atol=1e-6, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert att(x[:0]).shape == (0, 105, 144)
+
+
 def test_empty_batch(ref_model_S):
     """A ChipBatch may hold 0 chips (all skipped): encode/embed return empty results."""
     out = ref_model_S.encode(torch.zeros(0, 7, 40, 40))
