@@ -32,6 +32,11 @@ def test_compiled_encode_matches_eager():
     torch.testing.assert_close(out.moe_loss, eager.moe_loss, atol=1e-5, rtol=0)
     again = model.encode(x, **meta)
     assert torch.equal(again.tokens, out.tokens)  # deterministic
+    other = build_model("XXS").eval()  # same size, other weights: may share the graph, not its weights
+    other.chunk_size = 4
+    want = other.encode(x, **meta).tokens
+    compile_for_inference(other, fp32=True)
+    torch.testing.assert_close(other.encode(x, **meta).tokens, want, atol=1e-4, rtol=0)
     uncompile(model)
     assert torch.equal(model.encode(x, **meta).tokens, eager.tokens)
 
