@@ -2,9 +2,10 @@
 
 Both are numerically the published blocks, re-laid-out for speed:
 
-* GQA: one fused q/k/v projection and ``F.scaled_dot_product_attention``. K/V are never
-  repeated: the published model gives head ``h`` the K/V group ``h mod G``, so the ``H/G``
-  heads that share a group are stacked along the query axis of that group instead.
+* GQA: one fused q/k/v projection and ``F.scaled_dot_product_attention`` (explicit matmul
+  attention in cache-sized batch pieces on CPU under bf16). K/V are never repeated: the
+  published model gives head ``h`` the K/V group ``h mod G``, so the ``H/G`` heads that share
+  a group are stacked along the query axis of that group instead.
 * MoE: the experts share ``V`` and ``W2`` (published design), so the top-2 mixture can be
   taken *before* ``W2``: ``sum_k g_k (W2 h_k + b) = W2 (sum_k g_k h_k) + b`` with
   ``h_k = silu(W_k x) * V x``. One fused matmul gives every expert's ``W x`` and ``V x``; no
