@@ -25,14 +25,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from bench_model import inputs, train_step_fns  # noqa: E402
+from bench_model import CKPT, IO, inputs, train_step_fns  # noqa: E402
 from reference_moemae import RefMoEMAE  # noqa: E402
 
 from geomoe.model import compile_for_inference, load_checkpoint  # noqa: E402
-
-CKPT = HERE.parent / "tests" / "data" / "reference" / "ref_S_seed0.pth"
-IO = HERE.parent / "tests" / "data" / "reference" / "ref_S_seed0_io.pt"
-META = ("week", "hour", "lat", "lon")
 
 
 def cuda_time(fn, reps: int) -> float:
@@ -70,10 +66,8 @@ def host_embed(model, x: torch.Tensor, meta: dict):
 
 
 def check(model, dev: str) -> dict:
-    io = torch.load(IO, weights_only=True)
-    x = io["images"].to(dev)
-    meta = {k: io[f"meta_{k}"].to(dev) for k in META}
-    want = io["encoder_normed_tokens"].to(dev)
+    x, meta = inputs(8, dev)  # exactly the fixture's 8 chips
+    want = torch.load(IO, weights_only=True)["encoder_normed_tokens"].to(dev)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     a = model.encode(x, **meta).tokens
