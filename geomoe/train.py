@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geomoe.device import resolve_device, train_bf16
 from geomoe.stream import ChipStream, TrainChips
 from geomoe.train_state import (
     ResumeMismatchError,
@@ -73,7 +74,7 @@ class TrainConfig:
     shuffle_buffer: int = 2048
     max_cache_chips: int = 8192
     device: str = "auto"  # "auto" = cuda when available, else cpu
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    precision: str = "auto"  # auto | fp32 | bf16; auto = bf16 autocast where native (geomoe.device.train_bf16)
     n_preview: int = 4
 
     def resolved_warmup(self) -> int:
@@ -89,6 +90,8 @@ class TrainConfig:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        if "amp" in d and "precision" not in d:  # run folders written before `precision`
+            d = {**d, "precision": "auto" if d["amp"] else "fp32"}
         d = {k: v for k, v in d.items() if k in known}
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
@@ -125,12 +128,6 @@ class WarmupCosine:
         span = max(1, self.total - self.warmup)
         progress = min(1.0, (step - self.warmup) / span)
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def items_digest(items: Sequence[Any]) -> str:
@@ -227,7 +224,7 @@ def train(
         raise ValueError("stop_at_step must be >= 1")
 
     device = resolve_device(config.device)
-    use_amp = bool(config.amp and device.type == "cuda")  # bf16 autocast; not verifiable on CPU
+    use_amp = train_bf16(device, config.precision)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (2**32))
     import random as _random
@@ -315,7 +312,7 @@ def train(
         "planned_chips": stream.planned,
         "init_from": str(init_from) if init_from else None,
         "device": str(device),
-        "amp_bf16": use_amp,
+        "precision": "bf16" if use_amp else "fp32",
         "torch": torch.__version__,
     }
     _write_json(out / "run.json", {**run_info, "status": "running", "step": step})
@@ -456,7 +453,7 @@ def _merge_resume_config(
         )
     return dataclasses.replace(
         saved, steps=given.steps, checkpoint_every=given.checkpoint_every, device=given.device,
-        amp=given.amp,
+        precision=given.precision,
     )
 
 

@@ -20,7 +20,7 @@ LIVERPOOL = str(REPO / "catalogs" / "aois" / "liverpool.geojson")
 def test_cli_pretrain_then_resume(tmp_path, capsys):
     out = tmp_path / "run"
     common = ["pretrain", "--aoi", LIVERPOOL, "--out", str(out), "--size", "XXS",
-              "--batch-size", "8", "--checkpoint-every", "2", "--threads", "1"]
+              "--batch-size", "8", "--checkpoint-every", "2", "--threads", "1", "--precision", "bf16"]
     assert main([*common, "--steps", "4", "--stop-at-step", "2"]) == 0
     assert "stop_at_step: step 2/4" in capsys.readouterr().out
     assert main(["pretrain", "--aoi", LIVERPOOL, "--out", str(out), "--resume",
@@ -33,6 +33,7 @@ def test_cli_pretrain_then_resume(tmp_path, capsys):
         assert all(np.isfinite(float(r[key])) for r in rows), key
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "done" and run["data_end"] == "2020-09-27T11:10:50Z"
+    assert run["config"]["precision"] == run["precision"] == "bf16"  # kept on resume
     from geomoe.model import load_checkpoint
 
     m = load_checkpoint(tmp_path / "export.safetensors")

@@ -18,10 +18,12 @@ def _rows(path):
         return list(csv.DictReader(fh))
 
 
-def test_resume_continues_exactly(tmp_path, small_items, europe_aoi):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_continues_exactly(tmp_path, small_items, europe_aoi, precision):
     # batch 7 over ~24 chips: the resume point (step 3 = chip 21) sits mid-epoch and the next
     # batch crosses into epoch 1, so data position, shuffling and every RNG must all be restored.
-    cfg = TrainConfig(size="XXS", steps=6, batch_size=7, checkpoint_every=3, warmup_steps=2, seed=3)
+    cfg = TrainConfig(size="XXS", steps=6, batch_size=7, checkpoint_every=3, warmup_steps=2, seed=3,
+                      precision=precision)
     full = train(small_items, tmp_path / "full", cfg, aoi=europe_aoi, log=None)
     assert full.stopped == "done" and full.step == 6
 
