@@ -71,11 +71,11 @@ def _cpu_flags() -> frozenset[str]:
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 matmuls run in hardware on ``device``.
 
-    CUDA GPUs that support bf16; x86 CPUs with AVX512-BF16 or AMX-BF16. Elsewhere bf16 autocast
-    is emulated by oneDNN and runs slower than fp32, so it is not worth choosing automatically.
+    CUDA GPUs with bf16 tensor cores (Ampere and later); x86 CPUs with AVX512-BF16 or AMX-BF16.
+    Elsewhere bf16 is emulated and runs slower than fp32, so it is not chosen automatically.
     """
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
     return False
