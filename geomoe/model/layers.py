@@ -10,6 +10,7 @@ Both are numerically the published blocks, re-laid-out for speed:
   taken *before* ``W2``: ``sum_k g_k (W2 h_k + b) = W2 (sum_k g_k h_k) + b`` with
   ``h_k = silu(W_k x) * V x``. One fused matmul gives every expert's ``W x`` and ``V x``; no
   Python loop over experts, ``V x`` and ``W2`` are computed once per token instead of twice.
+  Pretraining's dense mixing has a hand-written backward (:class:`_GatedSwiGLU`).
 """
 
 from __future__ import annotations
@@ -244,16 +245,21 @@ class MoEFeedForward(nn.Module):
             mixed = self._sparse_mix(flat, gates, idx, w, bias)
             y = self.w_out(mixed.to(v.dtype) * v)
         else:
-            a = self.w_in(flat)  # (T, (E+1)*h)
-            g, hw = gates.to(a.dtype), F.silu(a[:, : e * hid])
-            # sum_e g_e silu(W_e x), written pointwise over the (static) experts: one fused kernel
-            # under torch.compile; a (T,1,E) x (T,E,h) bmm ran as slow batched GEMVs on the GPU
-            mixed = g[:, :1] * hw[:, :hid]
-            for j in range(1, e):
-                mixed = mixed + g[:, j : j + 1] * hw[:, j * hid : (j + 1) * hid]
-            y = self.w_out(mixed * a[:, e * hid :])
+            y = self.w_out(self._dense_swiglu(flat, gates))
         y = _fast_dropout(y, self.dropout.p) if self.training and y.device.type == "cpu" else self.dropout(y)
         return y.view(b, n, dim), stats
+
+    def _dense_swiglu(self, flat: Tensor, gates: Tensor) -> Tensor:
+        """(sum_e g_e silu(W_e x)) * V x with every expert's ``W_e x`` computed: (T, h)."""
+        e, hid = self.experts, self.hidden
+        w, bias = self.w_in.weight, self.w_in.bias
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (flat, w, gates)):
+            # two matmuls: contiguous W x and V x for the hand-written backward
+            aw = F.linear(flat, w[: e * hid], bias[: e * hid])
+            v = F.linear(flat, w[e * hid :], bias[e * hid :])
+            return _GatedSwiGLU.apply(aw, v, gates.to(aw.dtype))
+        a = self.w_in(flat)  # (T, (E+1)*h): one matmul
+        return _mix_experts(a[:, : e * hid], gates.to(a.dtype)) * a[:, e * hid :]
 
     def _sparse_mix(self, flat: Tensor, gates: Tensor, idx: Tensor, w: Tensor, bias: Tensor) -> Tensor:
         """sum over the top-k experts of g_e * silu(W_e x), computing W_e x only where routed: (T, h)."""
@@ -273,6 +279,46 @@ class MoEFeedForward(nn.Module):
             return flat.new_zeros(flat.shape[0], hid)
         hs = F.silu(torch.cat(parts)) * gs.unsqueeze(1).to(parts[0].dtype)
         return torch.zeros(flat.shape[0], hid, dtype=hs.dtype, device=flat.device).index_add_(0, tok, hs)
+
+
+def _mix_experts(aw: Tensor, g: Tensor) -> Tensor:
+    """sum_e g_e silu(W_e x): aw = [W_0 x, ..., W_{E-1} x] (T, E*h), g (T, E) -> (T, h).
+
+    Written pointwise over the (static) experts: one fused kernel under torch.compile; a
+    (T,1,E) x (T,E,h) bmm ran as slow batched GEMVs on the GPU.
+    """
+    e = g.shape[1]
+    hid = aw.shape[1] // e
+    hw = F.silu(aw)
+    mixed = g[:, :1] * hw[:, :hid]
+    for j in range(1, e):
+        mixed = mixed + g[:, j : j + 1] * hw[:, j * hid : (j + 1) * hid]
+    return mixed
+
+
+class _GatedSwiGLU(torch.autograd.Function):
+    """``_mix_experts(aw, g) * v`` with a hand-written backward: aw (T, E*h), v (T, h), g (T, E).
+
+    Autograd's backward of the sliced forward zero-fills a full-size gradient for each of the
+    2E slices and sums them; this writes each gradient once (pretraining step, bf16, batch
+    128, 2-core CPU: 1.03-1.12x).
+    """
+
+    @staticmethod
+    def forward(ctx, aw: Tensor, v: Tensor, g: Tensor) -> Tensor:
+        mixed = _mix_experts(aw, g)
+        ctx.save_for_backward(aw, v, g, mixed)
+        return mixed * v
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        aw, v, g, mixed = ctx.saved_tensors
+        t, e = g.shape
+        aw3 = aw.view(t, e, -1)
+        grad_mixed = (grad * v).unsqueeze(1)  # (T, 1, h)
+        grad_aw = torch.ops.aten.silu_backward(g.unsqueeze(-1) * grad_mixed, aw3).view(t, -1)
+        grad_g = (F.silu(aw3) * grad_mixed).sum(-1)  # (T, E)
+        return grad_aw, grad * mixed, grad_g
 
 
 class MoEBlock(nn.Module):

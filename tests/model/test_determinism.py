@@ -149,6 +149,17 @@ def test_top_k_by_max_equals_topk():
         assert torch.equal(got_v, want_v) and torch.equal(got_i, want_i)
 
 
+def test_gated_swiglu_backward_is_the_gradient():
+    """The hand-written backward of the dense expert mixing (pretraining) is the true gradient
+    of its forward, for W x, V x and the gates."""
+    from geomoe.model.layers import _GatedSwiGLU
+
+    gen = torch.Generator().manual_seed(0)
+    aw, v, g = (torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)
+                for s in ((6, 3 * 4), (6, 4), (6, 3)))
+    assert torch.autograd.gradcheck(_GatedSwiGLU.apply, (aw, v, g))
+
+
 @pytest.mark.parametrize("attn,moe", [("sdpa", "sparse"), ("matmul", "dense"), ("sdpa", "dense")])
 def test_training_layer_impls_agree(ref_model_S, ref_io, ref_meta, monkeypatch, attn, moe):
     """The pretraining step may run SDPA or explicit attention, sparse or dense experts (chosen
