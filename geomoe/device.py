@@ -89,7 +89,7 @@ def train_bf16(device: torch.device, precision: str = "auto") -> bool:
     """Whether a pretraining step runs under bf16 autocast: ``auto`` = where :func:`native_bf16`.
 
     Measured (size S, batch 128, forward_mae + backward + AdamW, 2-core Zen 4 with
-    AVX512-BF16): bf16 ~1.4x fp32 (214 vs 154 chips/s).
+    AVX512-BF16, benchmarks/bench_model.py): bf16 ~1.5x fp32 (223-236 vs 145-159 chips/s).
     """
     _check_precision(precision)
     return precision == "bf16" or (precision == "auto" and native_bf16(device))

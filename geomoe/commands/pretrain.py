@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
                    help="auto (default): bf16 autocast on CUDA and on CPUs with native bf16 "
-                   "(AVX512-BF16/AMX; ~1.4x fp32 for size S), else fp32")
+                   "(AVX512-BF16/AMX; ~1.5x fp32 for size S), else fp32")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (with a checkpoint, resumable) after this much training time")
     p.add_argument("--stop-at-step", type=int, default=None,
