@@ -74,12 +74,14 @@ def embed_region_flow(
     gpu_resource: bool = False,
     plot: bool = True,
     compile: bool = False,
+    precision: str = "auto",
 ) -> dict:
     """Embed every chip of ``aoi`` (path, URL or inline GeoJSON) into the Zarr cube ``out``.
 
     ``gpu_resource``: annotate tile tasks with Dask resource ``GPU=1`` so a Dask scheduler
     sends them only to workers started with ``--resources GPU=1`` (one task per GPU).
-    ``compile``: torch.compile the encoder on CUDA workers (no effect on CPU).
+    ``precision``: auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.
+    ``compile``: torch.compile the encoder where it runs in bf16 (no effect in fp32).
     """
     import time
 
@@ -88,7 +90,7 @@ def embed_region_flow(
     req = EmbedRequest(aoi=aoi, out=str(out), catalog=catalog, datetime=datetime, max_cloud=max_cloud,
                        checkpoint=checkpoint, device=device, batch_size=batch_size,
                        min_valid=min_valid, pooling=pooling, dtype=dtype, tile_size=tile_size,
-                       compile=compile)
+                       compile=compile, precision=precision)
     req.validate()
     resolve_checkpoint(req.checkpoint)
     planned = search_and_plan(req)  # bad AOI / no scenes: nothing is created

@@ -3,7 +3,7 @@
 Why bf16 only on CUDA by default: on an H100 it is 2.3x fp32 (40.6k vs 17.6k chips/s, size S,
 batch 16384) with tokens within ~1.3e-2 relative L2; on CPU the gain depends on avx512_bf16
 and the cube's reproducibility matters more, so CPU stays fp32 unless asked
-(``precision="bf16"``). CI has no GPU: the CUDA figures come from benchmarks/bench_gpu.py.
+(``embed-region --precision bf16``). CI has no GPU: the CUDA figures come from benchmarks/bench_gpu.py.
 Pretraining is different (:func:`train_bf16`): there speed matters more than bit-equal
 reruns across machines, so ``auto`` trains in bf16 wherever the hardware runs bf16 natively.
 """
@@ -51,10 +51,15 @@ def _check_precision(precision: str) -> None:
         raise DeviceError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
-def autocast(device: torch.device, precision: str = "auto") -> ContextManager:
-    """Mixed-precision context: bf16 on CUDA (``auto``), fp32 on CPU unless ``bf16``."""
+def infer_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether inference runs under bf16 autocast: ``bf16``, or ``auto`` on CUDA."""
     _check_precision(precision)
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, precision: str = "auto") -> ContextManager:
+    """Mixed-precision context for inference: bf16 where :func:`infer_bf16`, else fp32."""
+    if not infer_bf16(device, precision):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 

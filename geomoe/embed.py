@@ -27,7 +27,7 @@ import torch
 
 import geomoe
 from geomoe.cube import Cube, ensure_writable
-from geomoe.device import autocast, resolve_device
+from geomoe.device import PRECISIONS, autocast, infer_bf16, resolve_device
 from geomoe.errors import CheckpointError, GeomoeError
 from geomoe.faults import fault
 from geomoe.lock import store_lock
@@ -62,17 +62,20 @@ _MODELS: dict[tuple[str, str, str, bool], torch.nn.Module] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def get_model(path: Path, sha256: str, device: torch.device, compile: bool = False) -> torch.nn.Module:
+def get_model(path: Path, sha256: str, device: torch.device, compile: bool = False,
+              precision: str = "auto") -> torch.nn.Module:
     """Load once per process (tasks on one worker share it); eval mode, on ``device``.
 
-    ``compile``: on CUDA, :func:`geomoe.model.compile_for_inference` (bf16 graph; H100, size S:
-    ~81k vs ~41k chips/s eager, 45-60 s to compile once per worker, then one batch size
-    compiled, a smaller tail batch eager). Ignored on CPU, where cubes are embedded in fp32
-    and the compiled fp32 graph is no faster.
+    ``compile``: :func:`geomoe.model.compile_for_inference` where inference runs in bf16
+    (:func:`geomoe.device.infer_bf16`: CUDA, or ``precision="bf16"``); the graph serves bf16
+    autocast calls only. H100, size S: ~81k vs ~41k chips/s eager, 45-60 s to compile once per
+    worker, one batch size compiled, a smaller tail batch eager. 2-core CPU: 20-50 s to compile,
+    then full chunks of 32 chips compiled (see README, Performance). Ignored for fp32, where
+    the compiled graph is no faster.
     """
     from geomoe.model import compile_for_inference, load_checkpoint
 
-    compile = bool(compile) and device.type == "cuda"
+    compile = bool(compile) and infer_bf16(device, precision)
     key = (str(path), sha256, str(device), compile)
     with _MODELS_LOCK:
         if key not in _MODELS:
@@ -101,7 +104,8 @@ class EmbedRequest:
     table_tile: int = 256
     grid: str | None = None
     read_workers: int = 2  # raster-reading threads of the chip reader (raise on big GPU hosts)
-    compile: bool = False  # torch.compile the encoder on CUDA (see get_model); no effect on CPU
+    compile: bool = False  # torch.compile the encoder where it runs in bf16 (see get_model)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 (geomoe.device.infer_bf16)
 
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
@@ -112,6 +116,8 @@ class EmbedRequest:
             raise GeomoeError(f"min_valid must be within [0, 1], not {self.min_valid}")
         if int(self.batch_size) < 1 or int(self.tile_size) < 1 or int(self.table_tile) < 1:
             raise GeomoeError("batch_size, tile_size and table_tile must be positive integers")
+        if self.precision not in PRECISIONS:
+            raise GeomoeError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
 
 
 @dataclass
@@ -334,7 +340,7 @@ def iter_tile_batches(prep: Prepared, tile: Tile, batch_size: int) -> Iterator[A
 
 
 def run_model(model: torch.nn.Module, batch: Any, zscored: np.ndarray, device: torch.device,
-              pooling: str) -> np.ndarray:
+              pooling: str, precision: str = "auto") -> np.ndarray:
     """(N,7,40,40) z-scored + metadata -> (N, D) float32 embeddings."""
     if len(zscored) == 0:
         return np.zeros((0, int(model.embed_dim)), np.float32)
@@ -344,7 +350,7 @@ def run_model(model: torch.nn.Module, batch: Any, zscored: np.ndarray, device: t
         x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         return x.pin_memory().to(device, non_blocking=True) if nb else x
 
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, precision):
         emb = model.embed(t(zscored), week=t(batch.week), hour=t(batch.hour), lat=t(batch.lat),
                           lon=t(batch.lon), pooling=pooling)
     return emb.float().cpu().numpy()
@@ -353,10 +359,11 @@ def run_model(model: torch.nn.Module, batch: Any, zscored: np.ndarray, device: t
 def embed_tile(prep: Prepared, tile: Tile, run: int, device: str | torch.device = "auto") -> dict:
     """Read, embed and write ONE tile (synchronously). Returns counts for the summary."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    model = get_model(prep.checkpoint, prep.sha256, dev, compile=prep.request.compile)
+    req = prep.request
+    model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
     buf = TileBuffer.new(prep.cube, tile, int(model.embed_dim))
-    for batch in iter_tile_batches(prep, tile, int(prep.request.batch_size)):
-        buf.add(run_model(model, batch, batch.zscored(), dev, prep.request.pooling), batch)
+    for batch in iter_tile_batches(prep, tile, int(req.batch_size)):
+        buf.add(run_model(model, batch, batch.zscored(), dev, req.pooling, req.precision), batch)
     buf.write(prep.cube, run)
     return {"tile": str(tile), "embedded": buf.embedded, "skipped": buf.skipped}
 
@@ -394,6 +401,7 @@ class EmbedSummary:
     checkpoint_sha256: str
     device: str
     stac_item: str | None = None
+    precision: str = "fp32"  # what the model ran in: fp32 or bf16 (autocast)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -409,7 +417,7 @@ class EmbedSummary:
         return (f"embedded {self.chips_embedded:,} chips, skipped {self.chips_skipped_cloud:,} for "
                 f"cloud/fill (valid < min_valid), {self.tiles_written} tile(s) written, "
                 f"{self.tiles_already_done} already done, in {self.seconds:.1f} s "
-                f"({self.chips_per_s:,.1f} chips/s on {self.device}); cube: {self.out} "
+                f"({self.chips_per_s:,.1f} chips/s on {self.device}, {self.precision}); cube: {self.out} "
                 f"(groups: {', '.join(self.groups)})")
 
 
@@ -424,18 +432,22 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
                  progress: Callable[[Progress], None] | None = None, *,
                  max_cloud: float | None = None, tile_size: int = 32, table_tile: int = 256,
                  grid: str | None = None, prefetch: int = 2, read_workers: int = 2,
-                 compile: bool = False) -> EmbedSummary:
+                 compile: bool = False, precision: str = "auto") -> EmbedSummary:
     """Embed every chip of ``aoi`` into the cube at ``out``; resumes a killed run.
 
     Holds an exclusive lock on ``out`` for the whole run (a second run is refused with
     CubeLockedError). Returns an EmbedSummary; ``progress`` is called after each batch.
+    ``precision``: ``auto`` embeds in bf16 autocast on CUDA and fp32 on CPU. ``bf16`` with
+    ``compile`` on a CPU with AVX512-BF16 is 1.6-1.9x fp32 end to end (2-core Zen 4,
+    benchmarks/bench_embed.py; eager bf16 is slower there), vectors within ~1e-2 relative.
+    Not part of the cube's identity, like the device (a GPU rerun may finish a CPU cube).
     """
     req = EmbedRequest(aoi=aoi, out=str(out), catalog=None if catalog is None else str(catalog),
                        datetime=datetime, max_cloud=max_cloud,
                        checkpoint=None if checkpoint is None else str(checkpoint), device=device,
                        batch_size=batch_size, min_valid=min_valid, pooling=pooling, dtype=dtype,
                        tile_size=tile_size, table_tile=table_tile, grid=grid, read_workers=read_workers,
-                       compile=compile)
+                       compile=compile, precision=precision)
     req.validate()
     resolve_checkpoint(req.checkpoint)  # fail before any search or write
     dev = resolve_device(device)
@@ -450,7 +462,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         pending = cube.pending_tiles()
         total = sum(cube.specs[t.group].n_planned(t) for t in tiles)
         already = total - sum(cube.specs[t.group].n_planned(t) for t in pending)
-        model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile)
+        model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
         dim = int(model.embed_dim)
         counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)
         from geomoe.stac_output import write_cube_item
@@ -461,7 +473,8 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         chips_embedded=counts["embedded"], chips_skipped_cloud=counts["skipped"],
         tiles_total=len(tiles), tiles_written=len(pending), tiles_already_done=len(tiles) - len(pending),
         seconds=time.perf_counter() - t0, run=run, checkpoint=str(prep.checkpoint),
-        checkpoint_sha256=prep.sha256, device=str(dev), stac_item=str(stac_path))
+        checkpoint_sha256=prep.sha256, device=str(dev), stac_item=str(stac_path),
+        precision="bf16" if infer_bf16(dev, req.precision) else "fp32")
 
 
 def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: int, progress,
@@ -541,7 +554,7 @@ def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: in
                 if not put(writes, bufs.pop(tile)):
                     break
                 continue
-            emb = run_model(model, batch, z, dev, prep.request.pooling)
+            emb = run_model(model, batch, z, dev, prep.request.pooling, prep.request.precision)
             e0, s0 = buf.embedded, buf.skipped
             buf.add(emb, batch)
             embedded += buf.embedded - e0
