@@ -3,7 +3,8 @@
 Why bf16 only on CUDA by default: on an H100 it is 2.3x fp32 (40.6k vs 17.6k chips/s, size S,
 batch 16384) with tokens within ~1.3e-2 relative L2; on CPU the gain depends on avx512_bf16
 and the cube's reproducibility matters more, so CPU stays fp32 unless asked
-(``embed-region --precision bf16``). CI has no GPU: the CUDA figures come from benchmarks/bench_gpu.py.
+(``embed-region --precision bf16``). CI has no GPU: the CUDA figures come from
+benchmarks/bench_gpu.py.
 Pretraining is different (:func:`train_bf16`): there speed matters more than bit-equal
 reruns across machines, so ``auto`` trains in bf16 wherever the hardware runs bf16 natively.
 """
