@@ -128,7 +128,8 @@ def embed_region_flow(
         "out": str(req.out), "groups": list(cube.specs), "chips_planned": planned,
         "chips_embedded": embedded, "chips_skipped_cloud": skipped, "tiles_total": len(tiles),
         "tiles_written": len(pending), "tiles_already_done": len(tiles) - len(pending),
-        "seconds": round(seconds, 2), "run": run, "checkpoint_sha256": prep.sha256, "precision": precision,
+        "seconds": round(seconds, 2), "run": run, "checkpoint_sha256": prep.sha256,
+        "precision_requested": precision,  # workers resolve "auto" by their own device
         "stac_item": str(stac), "task_pids": sorted({r["pid"] for r in results}),
     }
     print(f"embedded {embedded:,} chips, skipped {skipped:,} for cloud/fill, "
