@@ -245,11 +245,11 @@ class MoEFeedForward(nn.Module):
             mixed = self._sparse_mix(flat, gates, idx, w, bias)
             y = self.w_out(mixed.to(v.dtype) * v)
         else:
-            y = self.w_out(self._dense_swiglu(flat, gates))
+            y = self.w_out(self._dense_swiglu(flat, gates, idx))
         y = _fast_dropout(y, self.dropout.p) if self.training and y.device.type == "cpu" else self.dropout(y)
         return y.view(b, n, dim), stats
 
-    def _dense_swiglu(self, flat: Tensor, gates: Tensor) -> Tensor:
+    def _dense_swiglu(self, flat: Tensor, gates: Tensor, idx: Tensor) -> Tensor:
         """(sum_e g_e silu(W_e x)) * V x with every expert's ``W_e x`` computed: (T, h)."""
         e, hid = self.experts, self.hidden
         w, bias = self.w_in.weight, self.w_in.bias
@@ -259,6 +259,8 @@ class MoEFeedForward(nn.Module):
             v = F.linear(flat, w[e * hid :], bias[e * hid :])
             return _GatedSwiGLU.apply(aw, v, gates.to(aw.dtype))
         a = self.w_in(flat)  # (T, (E+1)*h): one matmul
+        if flat.device.type == "cpu":  # silu of the top-k slices only (not measured on GPUs)
+            return _mix_top_k(a[:, : e * hid], idx, gates.gather(1, idx).to(a.dtype), e) * a[:, e * hid :]
         return _mix_experts(a[:, : e * hid], gates.to(a.dtype)) * a[:, e * hid :]
 
     def _sparse_mix(self, flat: Tensor, gates: Tensor, idx: Tensor, w: Tensor, bias: Tensor) -> Tensor:
@@ -293,6 +295,21 @@ def _mix_experts(aw: Tensor, g: Tensor) -> Tensor:
     mixed = g[:, :1] * hw[:, :hid]
     for j in range(1, e):
         mixed = mixed + g[:, j : j + 1] * hw[:, j * hid : (j + 1) * hid]
+    return mixed
+
+
+def _mix_top_k(aw: Tensor, idx: Tensor, w: Tensor, experts: int) -> Tensor:
+    """sum_j w_j silu(W_{idx_j} x) over the top-k: aw (T, E*h), idx/w (T, k) -> (T, h).
+
+    Equal to :func:`_mix_experts` with the zero-off-top-k gates (two non-zero terms add the
+    same in either order), but takes the silu of k slices per token instead of E.
+    """
+    t, k = idx.shape
+    sel = aw.view(t, experts, -1).gather(1, idx.unsqueeze(-1).expand(t, k, aw.shape[1] // experts))
+    hw = F.silu(sel)
+    mixed = w[:, :1] * hw[:, 0]
+    for j in range(1, k):
+        mixed = mixed + w[:, j : j + 1] * hw[:, j]
     return mixed
 
 
