@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch._inductor.config as inductor_config
 from torch._dynamo.utils import counters
+from torch._inductor.codegen.cpp import CppVecOverrides
+from torch._inductor.utils import run_and_get_code
 
 from geomoe.model import build_model, compile_for_inference, uncompile
 
@@ -42,7 +44,8 @@ def test_compiled_encode_matches_eager():
 
 
 def test_default_compiles_only_autocast_calls():
-    """fp32 stays eager (bit-identical to before) unless fp32=True; bf16 autocast goes compiled."""
+    """fp32 stays eager (bit-identical to before) unless fp32=True; bf16 autocast goes compiled,
+    its vectorised exps as exp_u20."""
     torch.manual_seed(0)
     model = build_model("XXS").eval()
     model.chunk_size = 4
@@ -50,14 +53,17 @@ def test_default_compiles_only_autocast_calls():
     eager = model.encode(x, **meta)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         eager16 = model.embed(x, **meta)
+    default_exp = CppVecOverrides.__dict__["exp"]
     compile_for_inference(model)
     assert torch.equal(model.encode(x, **meta).tokens, eager.tokens)
-    torch._dynamo.reset()
     counters.clear()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out16 = model.embed(x, **meta)
+        out16, code = run_and_get_code(model.embed, x, **meta)  # resets dynamo: a fresh compile
     assert model._compiled_encode is not None and counters["stats"]["unique_graphs"] >= 1
     assert (out16 - eager16).abs().max() < 0.05 * eager16.abs().max()
+    kernels = "\n".join(code)
+    assert ".exp_u20()" in kernels and ".exp()" not in kernels  # softmax and silu: the fast exp
+    assert CppVecOverrides.__dict__["exp"] is default_exp  # inductor's template restored
     assert torch.equal(model.encode(x, **meta).tokens, eager.tokens)  # layer choices restored
 
 
