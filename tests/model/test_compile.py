@@ -67,18 +67,19 @@ def test_default_compiles_only_autocast_calls():
     assert torch.equal(model.encode(x, **meta).tokens, eager.tokens)  # layer choices restored
 
 
-def test_compile_failure_falls_back_to_eager(monkeypatch):
+def test_compile_failure_falls_back_to_eager():
     torch.manual_seed(0)
     model = build_model("XXS").eval()
     model.chunk_size = 4
     x, meta = _inputs(4)
     eager = model.encode(x, **meta)
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))  # a machine without a C compiler
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # a cached kernel would hide the failure
     torch._dynamo.reset()
     compile_for_inference(model, fp32=True)
-    with pytest.warns(RuntimeWarning, match="running eager"):
-        out = model.encode(x, **meta)
+    # a machine without a C compiler; no cached kernel to hide the failure. (config.patch, not
+    # monkeypatch: monkeypatch's undo deletes torch config entries for the rest of the process)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}):
+        with pytest.warns(RuntimeWarning, match="running eager"):
+            out = model.encode(x, **meta)
     assert model._compiled_encode is None
     torch.testing.assert_close(out.tokens, eager.tokens, atol=1e-5, rtol=0)
 
@@ -97,3 +98,24 @@ def test_one_compiled_batch_size_off_cpu():
     assert model._compiled_batch is None
     assert use_compiled(model, batch(4)) and not use_compiled(model, batch(8))
     assert use_compiled(model, torch.empty(model.chunk_size, 7, 40, 40)) and not use_compiled(model, torch.empty(5, 7, 40, 40))
+
+
+def test_exp_u20_failure_falls_back_to_default_exp_not_eager(monkeypatch, recwarn):
+    """If the exp_u20 code does not build (a torch without it), the graph compiles with the default exp."""
+    import geomoe.model.compile as compile_module
+
+    torch.manual_seed(0)
+    model = build_model("XXS").eval()
+    model.chunk_size = 4
+    x, meta = _inputs(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager16 = model.embed(x, **meta)
+    monkeypatch.setattr(compile_module, "_exp_u20", lambda v: f"{v}.no_such_exp()")  # C++ that cannot build
+    monkeypatch.setattr(compile_module, "_exp_u20_failed", False)
+    compile_for_inference(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16, code = run_and_get_code(model.embed, x, **meta)
+    assert compile_module._exp_u20_failed and model._compiled_encode is not None  # compiled, not eager
+    assert not [w for w in recwarn if "running eager" in str(w.message)]
+    assert ".exp()" in code[-1] and "no_such_exp" not in code[-1]  # the failed try's code comes first
+    assert (out16 - eager16).abs().max() < 0.05 * eager16.abs().max()
