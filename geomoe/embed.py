@@ -71,8 +71,8 @@ def get_model(path: Path, sha256: str, device: torch.device, compile: bool = Fal
     autocast calls only. H100, size S: ~81k vs ~41k chips/s eager, 45-60 s to compile once per
     worker, one batch size compiled, a smaller tail batch eager. 2-core CPU: 40-50 s to compile
     (every process: the bf16 CPU graph bypasses inductor's disk cache, see
-    :func:`geomoe.model.compile.cpu_exp_u20`), then full chunks of 32 chips compiled (see README, Performance). Ignored for fp32, where
-    the compiled graph is no faster.
+    :func:`geomoe.model.compile.cpu_exp_u20`), then full chunks of 32 chips compiled (see
+    README, Performance). Ignored for fp32, where the compiled graph is no faster.
     """
     from geomoe.model import compile_for_inference, load_checkpoint
 
