@@ -47,14 +47,15 @@ def resolve_device(name: str = "auto") -> torch.device:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def _check_precision(precision: str) -> None:
+def check_precision(precision: str) -> None:
+    """Refuse an unknown ``--precision`` (one check and message for embedding and pretraining)."""
     if precision not in PRECISIONS:
         raise DeviceError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
 def infer_bf16(device: torch.device, precision: str = "auto") -> bool:
     """Whether inference runs under bf16 autocast: ``bf16``, or ``auto`` on CUDA."""
-    _check_precision(precision)
+    check_precision(precision)
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
@@ -97,5 +98,5 @@ def train_bf16(device: torch.device, precision: str = "auto") -> bool:
     Measured (size S, batch 128, forward_mae + backward + AdamW, 2-core Zen 4 with
     AVX512-BF16, benchmarks/bench_model.py): bf16 ~1.5x fp32 (223-236 vs 145-159 chips/s).
     """
-    _check_precision(precision)
+    check_precision(precision)
     return precision == "bf16" or (precision == "auto" and native_bf16(device))

@@ -27,7 +27,7 @@ import torch
 
 import geomoe
 from geomoe.cube import Cube, ensure_writable
-from geomoe.device import PRECISIONS, autocast, infer_bf16, resolve_device
+from geomoe.device import autocast, check_precision, infer_bf16, resolve_device
 from geomoe.errors import CheckpointError, GeomoeError
 from geomoe.faults import fault
 from geomoe.lock import store_lock
@@ -117,8 +117,7 @@ class EmbedRequest:
             raise GeomoeError(f"min_valid must be within [0, 1], not {self.min_valid}")
         if int(self.batch_size) < 1 or int(self.tile_size) < 1 or int(self.table_tile) < 1:
             raise GeomoeError("batch_size, tile_size and table_tile must be positive integers")
-        if self.precision not in PRECISIONS:
-            raise GeomoeError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        check_precision(self.precision)
 
 
 @dataclass

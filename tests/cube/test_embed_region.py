@@ -265,6 +265,6 @@ def test_bf16_on_cpu_compiled_cube_close_to_fp32(liverpool_scene_aoi, ckpt_xxs, 
 def test_unknown_precision_refused_before_any_write(liverpool_aoi, ckpt_xxs, tmp_path):
     from geomoe.errors import GeomoeError
 
-    with pytest.raises(GeomoeError, match="precision must be one of.*'fp16'"):
+    with pytest.raises(GeomoeError, match="unknown precision 'fp16': use one of auto, fp32, bf16"):
         embed_region(str(liverpool_aoi), checkpoint=ckpt_xxs, out=tmp_path / "x.zarr", precision="fp16")
     assert not (tmp_path / "x.zarr").exists()
