@@ -202,20 +202,20 @@ class MoEMAE(nn.Module):
             cpu_chunks = no_graph and self.chunk_size and images.device.type == "cpu"
             step = self.chunk_size if cpu_chunks else images.shape[0]
             if images.shape[0] <= step:
-                tokens, raw, stats = self._encode_eval(images, meta)
-                out = EncoderOutput(tokens, raw, self._moe_loss(self.blocks, stats))
+                parts = [self._encode_eval(images, meta)]
             else:  # chunks keep activations cache-sized; routing is per token, so results are unchanged
                 parts = [
                     self._encode_eval(images[i : i + step], {k: None if v is None else v[i : i + step] for k, v in meta.items()})
                     for i in range(0, images.shape[0], step)
                 ]
-                stats = [torch.stack(layer).sum(0) for layer in zip(*(p[2] for p in parts))]
-                out = EncoderOutput(
-                    torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), self._moe_loss(self.blocks, stats)
-                )
-        if fast:  # inference tensors cannot be saved for backward (e.g. by a linear probe)
-            out = EncoderOutput(out.tokens.clone(), out.raw_tokens.clone(), out.moe_loss.clone())
-        return out
+        # Outside inference mode: ops on inference tensors give ordinary tensors, which autograd
+        # can save (e.g. for a linear probe); a single chunk's outputs must be copied for that.
+        stats = [torch.stack(layer).sum(0) for layer in zip(*(p[2] for p in parts))]
+        if len(parts) > 1:
+            tokens, raw = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        else:
+            tokens, raw = (parts[0][0].clone(), parts[0][1].clone()) if fast else parts[0][:2]
+        return EncoderOutput(tokens, raw, self._moe_loss(self.blocks, stats))
 
     def _encode_eval(self, images: Tensor, meta: dict[str, Tensor | None]) -> tuple[Tensor, Tensor, list[Tensor]]:
         """One eval chunk: the compiled graph when enabled (and, on CPU, the chunk is full), else eager."""

@@ -60,12 +60,19 @@ def test_training_step_reaches_every_parameter(ref_io):
     assert not torch.equal(m1, model.forward_mae(ref_io["images"], generator=g).ids_keep)
 
 
-def test_eval_outputs_feed_autograd(ref_model_S, ref_io):
+@pytest.mark.parametrize("batch", [8, 40])  # one chunk (copied out) and two (concatenated)
+def test_eval_outputs_feed_autograd(ref_model_S, ref_io, batch):
     """encode() uses inference_mode in eval, but its outputs still work in a trainable probe."""
-    emb = ref_model_S.embed(ref_io["images"])
-    w = torch.zeros(144, 19, requires_grad=True)
-    (emb @ w).sum().backward()
-    assert w.grad is not None and not emb.requires_grad
+    x = ref_io["images"].repeat(5, 1, 1, 1)[:batch]
+    assert (batch > ref_model_S.chunk_size) == (batch == 40)  # the two cases above
+    out = ref_model_S.encode(x)
+    w = torch.zeros(144, requires_grad=True)
+    for t in (out.tokens, out.raw_tokens):  # mul saves t for backward: refused for inference tensors
+        assert not t.is_inference()
+        (t * w).sum().backward()
+    assert w.grad is not None and not out.tokens.requires_grad
+    emb = ref_model_S.embed(x)
+    (emb @ torch.zeros(144, 19, requires_grad=True)).sum().backward()
 
 
 def test_bf16_autocast_is_close(ref_model_S, ref_io, ref_meta):
