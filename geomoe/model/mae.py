@@ -208,13 +208,15 @@ class MoEMAE(nn.Module):
                     self._encode_eval(images[i : i + step], {k: None if v is None else v[i : i + step] for k, v in meta.items()})
                     for i in range(0, images.shape[0], step)
                 ]
-        # Outside inference mode: ops on inference tensors give ordinary tensors, which autograd
-        # can save (e.g. for a linear probe); a single chunk's outputs must be copied for that.
-        stats = [torch.stack(layer).sum(0) for layer in zip(*(p[2] for p in parts))]
-        if len(parts) > 1:
-            tokens, raw = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        # Out here, ops on inference tensors give ordinary tensors, which autograd can save (e.g.
+        # for a linear probe): the chunks' concatenation is one; a single chunk is copied.
+        if len(parts) == 1:
+            tokens, raw, stats = parts[0]
+            if fast:
+                tokens, raw = tokens.clone(), raw.clone()
         else:
-            tokens, raw = (parts[0][0].clone(), parts[0][1].clone()) if fast else parts[0][:2]
+            tokens, raw = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            stats = [torch.stack(layer).sum(0) for layer in zip(*(p[2] for p in parts))]
         return EncoderOutput(tokens, raw, self._moe_loss(self.blocks, stats))
 
     def _encode_eval(self, images: Tensor, meta: dict[str, Tensor | None]) -> tuple[Tensor, Tensor, list[Tensor]]:
