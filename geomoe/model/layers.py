@@ -289,13 +289,7 @@ def _mix_experts(aw: Tensor, g: Tensor) -> Tensor:
     Written pointwise over the (static) experts: one fused kernel under torch.compile; a
     (T,1,E) x (T,E,h) bmm ran as slow batched GEMVs on the GPU.
     """
-    e = g.shape[1]
-    hid = aw.shape[1] // e
-    hw = F.silu(aw)
-    mixed = g[:, :1] * hw[:, :hid]
-    for j in range(1, e):
-        mixed = mixed + g[:, j : j + 1] * hw[:, j * hid : (j + 1) * hid]
-    return mixed
+    return _weighted_sum(g, F.silu(aw).view(aw.shape[0], g.shape[1], -1))
 
 
 def _mix_top_k(aw: Tensor, idx: Tensor, w: Tensor, experts: int) -> Tensor:
@@ -306,9 +300,13 @@ def _mix_top_k(aw: Tensor, idx: Tensor, w: Tensor, experts: int) -> Tensor:
     """
     t, k = idx.shape
     sel = aw.view(t, experts, -1).gather(1, idx.unsqueeze(-1).expand(t, k, aw.shape[1] // experts))
-    hw = F.silu(sel)
+    return _weighted_sum(w, F.silu(sel))
+
+
+def _weighted_sum(w: Tensor, hw: Tensor) -> Tensor:
+    """sum_j w_j hw_j, added in order of j: w (T, J), hw (T, J, h) -> (T, h)."""
     mixed = w[:, :1] * hw[:, 0]
-    for j in range(1, k):
+    for j in range(1, w.shape[1]):
         mixed = mixed + w[:, j : j + 1] * hw[:, j]
     return mixed
 
