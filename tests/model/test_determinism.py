@@ -167,6 +167,20 @@ def test_gated_swiglu_backward_is_the_gradient():
     assert torch.autograd.gradcheck(_GatedSwiGLU.apply, (aw, v, g))
 
 
+@pytest.mark.parametrize("experts", [3, 4, 5])
+def test_top_k_mixing_is_the_dense_mixing(experts):
+    """The CPU eval mixing over the k routed experts' slices equals the dense mixing over all E
+    with zero-off-top-k gates (up to silu's last bit)."""
+    from geomoe.model.layers import _mix_experts, _mix_top_k
+
+    gen = torch.Generator().manual_seed(experts)
+    aw = torch.randn(997, experts * 72, generator=gen) * 4
+    idx = torch.rand(997, experts, generator=gen).argsort(-1)[:, :2]
+    w = torch.softmax(torch.randn(997, 2, generator=gen), -1)
+    gates = torch.zeros(997, experts).scatter(1, idx, w)
+    torch.testing.assert_close(_mix_top_k(aw, idx, w, experts), _mix_experts(aw, gates), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("attn,moe", [("sdpa", "sparse"), ("matmul", "dense"), ("sdpa", "dense")])
 def test_training_layer_impls_agree(ref_model_S, ref_io, ref_meta, monkeypatch, attn, moe):
     """The pretraining step may run SDPA or explicit attention, sparse or dense experts (chosen
