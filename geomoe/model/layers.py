@@ -66,6 +66,21 @@ def _top_k_by_max(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.cat(vals, dim=-1), torch.cat(idx, dim=-1)
 
 
+def fusable_linear(x: Tensor, layer: nn.Linear) -> Tensor:
+    """``layer(x)``; in a compiled CPU graph as a matmul plus a separate bias add.
+
+    Why: ATen's CPU addmm first copies the bias into every output row and then accumulates
+    the GEMM onto it, one more write and read of the output; a plain matmul's bias add fuses
+    into the kernel that consumes the output anyway (head layout copy, silu mix, residual add).
+    Under autocast the bias is added in float32 to the bf16 product. Measured (size S, 2-core
+    CPU, compiled bf16 encode, batch 256, same process): 1.05x; relative L2 to the fp32 tokens
+    0.0112 (addmm: 0.0111). Eager keeps addmm, whose separate add would be an extra pass.
+    """
+    if x.device.type == "cpu" and torch.compiler.is_compiling():
+        return torch.matmul(x, layer.weight.t()) + layer.bias
+    return layer(x)
+
+
 def _autocast_bf16(x: Tensor) -> bool:
     return torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type) == torch.bfloat16
 
@@ -126,7 +141,7 @@ class GroupedQueryAttention(nn.Module):
         else:
             o = F.scaled_dot_product_attention(q, k, v)  # (B, G, R*N, d)
         o = o.reshape(b, g, r, n, d).permute(0, 3, 2, 1, 4).reshape(b, n, self.dim)
-        return self.proj(o)
+        return fusable_linear(o, self.proj)
 
 
 def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, max_scores: int) -> Tensor:
@@ -245,7 +260,7 @@ class MoEFeedForward(nn.Module):
             mixed = self._sparse_mix(flat, gates, idx, w, bias)
             y = self.w_out(mixed.to(v.dtype) * v)
         else:
-            y = self.w_out(self._dense_swiglu(flat, gates, idx))
+            y = fusable_linear(self._dense_swiglu(flat, gates, idx), self.w_out)
         y = _fast_dropout(y, self.dropout.p) if self.training and y.device.type == "cpu" else self.dropout(y)
         return y.view(b, n, dim), stats
 
@@ -258,7 +273,7 @@ class MoEFeedForward(nn.Module):
             aw = F.linear(flat, w[: e * hid], bias[: e * hid])
             v = F.linear(flat, w[e * hid :], bias[e * hid :])
             return _GatedSwiGLU.apply(aw, v, gates.to(aw.dtype))
-        a = self.w_in(flat)  # (T, (E+1)*h): one matmul
+        a = fusable_linear(flat, self.w_in)  # (T, (E+1)*h): one matmul
         if flat.device.type == "cpu":  # silu of the top-k slices only (not measured on GPUs)
             return _mix_top_k(a[:, : e * hid], idx, gates.gather(1, idx).to(a.dtype), e) * a[:, e * hid :]
         return _mix_experts(a[:, : e * hid], gates.to(a.dtype)) * a[:, e * hid :]

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from geomoe.errors import GeomoeError
 from geomoe.model.config import ModelConfig, config_for
-from geomoe.model.layers import MoEBlock, init_uniform_fan_in
+from geomoe.model.layers import MoEBlock, fusable_linear, init_uniform_fan_in
 
 POOLINGS = ("mean", "cls", "patch_mean")
 
@@ -230,7 +230,7 @@ class MoEMAE(nn.Module):
     def _encode(self, images: Tensor, meta: dict[str, Tensor | None], generator: torch.Generator | None
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """-> (tokens, raw tokens, per-layer routing stats)."""
-        patches = self.patch_embed(self.patchify(images)) + self.pos_embed[:, self.config.num_prefix :]
+        patches = fusable_linear(self.patchify(images), self.patch_embed) + self.pos_embed[:, self.config.num_prefix :]
         x = torch.cat([self._prefix(images, meta), patches], dim=1)
         raw, stats = self._run_blocks(self.blocks, x, generator)
         return self.norm(raw), raw, stats

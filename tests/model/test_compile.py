@@ -63,6 +63,10 @@ def test_default_compiles_only_autocast_calls():
     assert (out16 - eager16).abs().max() < 0.05 * eager16.abs().max()
     kernels = "\n".join(code)
     assert ".exp_u20()" in kernels and ".exp()" not in kernels  # softmax and silu: the fast exp
+    # per layer only the q/k/v projection and the float32 gate keep addmm; the other linears are
+    # matmuls whose bias add is fused into the next kernel (fusable_linear)
+    assert kernels.count("extern_kernels.addmm(") == 2 * len(model.blocks)
+    assert kernels.count("extern_kernels.mm(") == 1 + 3 * len(model.blocks)
     assert CppVecOverrides.__dict__["exp"] is default_exp  # inductor's template restored
     assert torch.equal(model.encode(x, **meta).tokens, eager.tokens)  # layer choices restored
 
