@@ -2,7 +2,7 @@
 
 Why opt-in: compiling costs 40-50 s per precision on the 2-core CPU (about 45 s per batch
 shape on an H100) and pays off only for long runs. Measured (size S, bf16 autocast): 2-core
-CPU, batch 256, eager 234 vs compiled 347 chips/s in one run (fp32 gains little, so by default
+CPU, batch 256, eager 242 vs compiled 362 chips/s in one run (fp32 gains little, so by default
 only autocast calls use the graph); H100, batch 16384, eager 40.6k vs compiled 81.2k chips/s.
 """
 
