@@ -78,7 +78,7 @@ def fusable_linear(x: Tensor, layer: nn.Linear) -> Tensor:
     to the attention matmuls in bf16 and would be rounded twice (with it: relative L2 0.0117).
     Eager keeps addmm, where the separate add would be one more pass.
     """
-    if x.device.type == "cpu" and torch.compiler.is_compiling():
+    if x.device.type == "cpu" and torch.compiler.is_compiling() and layer.bias is not None:
         return torch.matmul(x, layer.weight.t()) + layer.bias
     return layer(x)
 
