@@ -135,7 +135,8 @@ def config_for(size: str, **overrides: Any) -> ModelConfig:
     if key not in SIZES:
         raise ValueError(f"unknown model size {size!r}; choose one of {sorted(SIZES)}")
     d, depth, first, last, heads, groups = SIZES[key]
-    return ModelConfig(
+    published = dict(
         size=key, embed_dim=d, depth=depth, expert_hidden_first=first, expert_hidden_last=last,
-        num_heads=heads, num_groups=groups, **overrides,
+        num_heads=heads, num_groups=groups,
     )
+    return ModelConfig(**{**published, **overrides})
