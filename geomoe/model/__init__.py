@@ -7,12 +7,12 @@
 """
 
 from geomoe.model.checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint, save_published
-from geomoe.model.compile import compile_for_inference, uncompile
+from geomoe.model.compile import compile_for_inference, compile_for_training, uncompile
 from geomoe.model.config import METADATA_ORDER, SIZES, ModelConfig, config_for
 from geomoe.model.mae import POOLINGS, EncoderOutput, MAEOutput, ModelInputError, MoEMAE, build_model
 
 __all__ = [
     "METADATA_ORDER", "POOLINGS", "SIZES", "EncoderOutput", "MAEOutput", "ModelConfig", "ModelInputError",
-    "MoEMAE", "build_model", "checkpoint_sha256", "compile_for_inference", "config_for", "load_checkpoint", "save_checkpoint",
+    "MoEMAE", "build_model", "checkpoint_sha256", "compile_for_inference", "compile_for_training", "config_for", "load_checkpoint", "save_checkpoint",
     "save_published", "uncompile",
 ]

@@ -34,14 +34,32 @@ def _fast_dropout(x: Tensor, p: float) -> Tensor:
     3840x144 activation, ~9 % of a bf16 pretraining step); this draws a quarter as many from
     the same global generator (reproducible under torch.manual_seed, ~1.2 ms). The drop
     probability is ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.1000061); kept values are
-    scaled by 1 / (1 - that), so the expectation is exact.
+    scaled by 1 / (1 - that), so the expectation is exact. Compiled graphs keep the same
+    elements as eager (:func:`random_int16`).
     """
     if p <= 0:
         return x
-    n, drop = x.numel(), round(p * 65536)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-    keep = bits.view(torch.int16)[:n].view(x.shape) >= drop - 32768
+    drop = round(p * 65536)
+    keep = random_int16(x.detach(), x.numel()).view(x.shape) >= drop - 32768
     return x * (keep.to(x.dtype) * (65536 / (65536 - drop)))
+
+
+@torch.library.custom_op("geomoe::random_int16", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def random_int16(like: Tensor, n: int) -> Tensor:
+    """``n`` uniform int16 on ``like``'s device, four per int64 from the global generator: (n,).
+
+    An op of its own so that a compiled graph draws exactly eager's numbers (dynamo cannot
+    trace the in-place ``random_``, and inductor would use its own generator). ``like`` is
+    read only for its device; as an input it keeps AOTAutograd's CSE from merging two draws
+    of the same size into one.
+    """
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-(2**63), None)
+    return bits.view(torch.int16)[:n]
+
+
+@random_int16.register_fake
+def _random_int16_fake(like: Tensor, n: int) -> Tensor:
+    return like.new_empty(n, dtype=torch.int16)
 
 
 def _top_k(h: Tensor, k: int) -> tuple[Tensor, Tensor]:

@@ -98,6 +98,9 @@ class MoEMAE(nn.Module):
     _compiled_encode = None
     _compiled_fp32: bool = False
     _compiled_batch: int | None = None  # the one batch size compiled on non-CPU devices
+    #: set by :func:`geomoe.model.compile_for_training` (opt-in); None = eager
+    _compiled_mae = None
+    _compiled_mae_batch: int | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -283,9 +286,21 @@ class MoEMAE(nn.Module):
             if not 0 < keep <= n:
                 raise ModelInputError(f"mask_ratio {ratio} keeps {keep} of {n} patches; use 0 <= ratio < 1")
             noise = torch.rand(b, n, generator=generator, device=dev if generator is None else generator.device)
-            ids_keep = torch.argsort(noise.to(dev), dim=1)[:, :keep]
+            ids_keep = torch.argsort(noise.to(dev), dim=1)[:, :keep].contiguous()  # one layout: no recompiles
         else:
             ids_keep = self._check_ids_keep(ids_keep, b, n).to(dev)
+        if generator is None and self._compiled_mae is not None:
+            from geomoe.model.compile import run_compiled_mae, use_compiled_mae
+
+            if use_compiled_mae(self, images):
+                return MAEOutput(*run_compiled_mae(self, images, meta, ids_keep))
+        return MAEOutput(*self._mae(images, meta, ids_keep, generator))
+
+    def _mae(self, images: Tensor, meta: dict[str, Tensor | None], ids_keep: Tensor,
+             generator: torch.Generator | None) -> tuple[Tensor, ...]:
+        """The pass of :meth:`forward_mae` after its checks: MAEOutput's fields, in order."""
+        c = self.config
+        b, n, dev = images.shape[0], c.num_patches, images.device
         keep = ids_keep.shape[1]
         kept_mask = torch.zeros(b, n, dtype=torch.bool, device=dev).scatter_(1, ids_keep, True)
         rest = torch.argsort(kept_mask.to(torch.int8), dim=1, stable=True)[:, : n - keep]  # masked, ascending
@@ -315,7 +330,7 @@ class MoEMAE(nn.Module):
         loss_masked = (err * mask).sum() / n_masked.clamp_min(1)
         loss_unmasked = (err * (1 - mask)).sum() / n_unmasked.clamp_min(1)
         loss = loss_masked + c.loss_alpha_unmasked * loss_unmasked + c.loss_beta_moe * moe_loss
-        return MAEOutput(loss, loss_masked, loss_unmasked, moe_loss, pred, target, mask, ids_keep, ids_restore)
+        return loss, loss_masked, loss_unmasked, moe_loss, pred, target, mask, ids_keep, ids_restore
 
     @staticmethod
     def _check_ids_keep(ids_keep: Tensor, b: int, n: int) -> Tensor:

@@ -123,3 +123,78 @@ def test_exp_u20_failure_falls_back_to_default_exp_not_eager(monkeypatch, recwar
     assert not [w for w in recwarn if "running eager" in str(w.message)]
     assert ".exp()" in code[-1] and "no_such_exp" not in code[-1]  # the failed try's code comes first
     assert (out16 - eager16).abs().max() < 0.05 * eager16.abs().max()
+
+
+def test_compiled_dropout_keeps_eager_elements():
+    """The compiled dropout draws eager's bits in eager's order (odd sizes, two draws in one graph)."""
+    from geomoe.model.layers import _fast_dropout
+
+    x = torch.randn(37, 11)
+
+    def two(x):
+        return _fast_dropout(x, 0.5), _fast_dropout(x * 2, 0.1)
+
+    torch.manual_seed(3)
+    want = two(x)
+    torch.manual_seed(3)
+    got = torch.compile(two, fullgraph=True)(x)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert 0 < (want[0] == 0).sum() < x.numel()  # it did drop, not everything
+
+
+def _train_pass(model, x, meta, ids_keep=None):
+    """Seeded masked-autoencoder pass + backward: (MAEOutput, {name: grad})."""
+    torch.manual_seed(11)
+    out = model.forward_mae(x, **meta, ids_keep=ids_keep)
+    model.zero_grad(set_to_none=True)
+    out.loss.backward()
+    return out, {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+
+
+def test_compiled_training_pass_matches_eager():
+    """compile_for_training: the same loss, outputs and gradients as eager in fp32 with the same
+    seed, i.e. the same dropout masks and routing noise; eval and other batch sizes stay eager."""
+    from geomoe.model import compile_for_training
+
+    torch.manual_seed(0)
+    model = build_model("XXS", depth=2, decoder_depth=1).train()  # small: compiles faster
+    x, meta = _inputs(6)
+    ids = torch.stack([torch.randperm(100, generator=torch.Generator().manual_seed(i))[:25] for i in range(6)])
+    want, want_grads = _train_pass(model, x, meta, ids)
+    want_random, _ = _train_pass(model, x, meta)  # mask drawn from the seeded global generator
+    torch._dynamo.reset()
+    counters.clear()
+    compile_for_training(model)
+    got, grads = _train_pass(model, x, meta, ids)
+    assert model._compiled_mae is not None and counters["stats"]["unique_graphs"] == 1  # no fallback
+    for name in ("loss", "loss_masked", "loss_unmasked", "moe_loss", "pred"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-5)
+    assert torch.equal(got.ids_restore, want.ids_restore) and torch.equal(got.mask, want.mask)
+    assert grads.keys() == want_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(g, want_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(_train_pass(model, x, meta)[0].loss, want_random.loss, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model.forward_mae(x[:4], **{k: v[:4] for k, v in meta.items()})  # another batch size: eager
+        model.eval()
+        model.forward_mae(x, **meta, ids_keep=ids)  # eval mode: eager
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_training_compile_failure_falls_back_to_eager():
+    import torch._functorch.config as functorch_config
+
+    from geomoe.model import compile_for_training
+
+    torch.manual_seed(0)
+    model = build_model("XXS", depth=2, decoder_depth=1).train()
+    x, meta = _inputs(2)
+    want, _ = _train_pass(model, x, meta)
+    torch._dynamo.reset()
+    compile_for_training(model)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}), \
+            functorch_config.patch(enable_autograd_cache=False):
+        with pytest.warns(RuntimeWarning, match="(?s)masked-autoencoder pass failed.*running eager"):
+            got, _ = _train_pass(model, x, meta)
+    assert model._compiled_mae is None
+    assert torch.equal(got.loss, want.loss)
