@@ -88,6 +88,7 @@ def pretrain_flow(
     threads: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    compile: bool = False,
     root: str = "runs/scheduled",
     base_checkpoint: str | None = None,
     since: str | None = None,
@@ -105,7 +106,7 @@ def pretrain_flow(
         cfg = _config(size=size, steps=finetune_steps, batch_size=batch_size, seed=seed,
                       checkpoint_every=max(1, min(checkpoint_every, finetune_steps)),
                       warmup_steps=max(1, finetune_steps // 10), device=device,
-                      precision=precision)
+                      precision=precision, compile=compile)
         sink = _ArtifactSink(cfg.steps, "pretrain-scheduled")
         summary = scheduled_retrain(
             root, catalog=catalog, aoi=aoi, base_checkpoint=base_checkpoint, config=cfg,
@@ -120,7 +121,8 @@ def pretrain_flow(
         do_resume = resume is True or resume == "yes" or (
             resume == "auto" and (out_dir / "state" / "latest.pt").is_file())
         cfg = _config(size=size, steps=steps, batch_size=batch_size, seed=seed,
-                      checkpoint_every=checkpoint_every, device=device, precision=precision)
+                      checkpoint_every=checkpoint_every, device=device, precision=precision,
+                      compile=compile)
         items = search(catalog, aoi, datetime=datetime, max_cloud=max_cloud)
         sink = _ArtifactSink(cfg.steps, "pretrain")
         res = train(items, out_dir, cfg, aoi=load_aoi(aoi), resume=do_resume,

@@ -75,6 +75,7 @@ class TrainConfig:
     max_cache_chips: int = 8192
     device: str = "auto"  # "auto" = cuda when available, else cpu
     precision: str = "auto"  # auto | fp32 | bf16; auto = bf16 autocast where native (geomoe.device.train_bf16)
+    compile: bool = False  # torch.compile the training pass (geomoe.model.compile_for_training)
     n_preview: int = 4
 
     def resolved_warmup(self) -> int:
@@ -242,6 +243,10 @@ def train(
         model.load_state_dict(base.state_dict())
         del base
     model.to(device)
+    if config.compile:
+        from geomoe.model import compile_for_training
+
+        compile_for_training(model)  # compiles at the first step
     mean, std = model_norm_stats(model)
     decay, no_decay = _param_groups(model)
     opt = torch.optim.AdamW(
@@ -453,7 +458,7 @@ def _merge_resume_config(
         )
     return dataclasses.replace(
         saved, steps=given.steps, checkpoint_every=given.checkpoint_every, device=given.device,
-        precision=given.precision,
+        precision=given.precision, compile=given.compile,
     )
 
 

@@ -68,3 +68,19 @@ def test_unpatchify_inverts_the_models_patchify():
     m = build_model("XXS")
     x = torch.randn(3, 7, 40, 40)
     assert torch.equal(unpatchify(m.patchify(x), 4, 7), x)
+
+
+def test_cli_compile_flag_and_resume(tmp_path):
+    """--compile / --no-compile set TrainConfig.compile; a resume without either keeps the saved value."""
+    from geomoe.cli import build_parser
+    from geomoe.commands.pretrain import _config_from_args
+    from geomoe.train import TrainConfig
+
+    parse = build_parser(only="pretrain").parse_args
+    out = tmp_path / "run"
+    assert _config_from_args(parse(["pretrain", "--out", str(out)]), out).compile is False
+    assert _config_from_args(parse(["pretrain", "--out", str(out), "--compile"]), out).compile is True
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"config": TrainConfig(compile=True).to_json()}))
+    assert _config_from_args(parse(["pretrain", "--out", str(out), "--resume"]), out).compile is True
+    assert _config_from_args(parse(["pretrain", "--out", str(out), "--resume", "--no-compile"]), out).compile is False

@@ -42,3 +42,18 @@ def test_bf16_pretraining_optimises_the_same_loss(tmp_path, small_items, europe_
     # bf16 rounds activations to 8 mantissa bits: measured within 5e-4 relative, not to the bit
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=5e-3)
     assert losses["bf16"] != losses["fp32"]  # it really ran under autocast
+
+
+@pytest.mark.slow  # compiles XXS forward + backward: about 80 s on 2 cores
+def test_compiled_pretraining_takes_the_same_steps(tmp_path, small_items, europe_aoi):
+    """--compile: the same seeded steps as eager (same masks, dropout and routing noise), in fp32
+    to within float rounding."""
+    losses = {}
+    for compiled in (False, True):
+        cfg = TrainConfig(size="XXS", steps=2, batch_size=8, checkpoint_every=2, warmup_steps=1,
+                          seed=1, precision="fp32", compile=compiled)
+        res = train(small_items, tmp_path / str(compiled), cfg, aoi=europe_aoi, log=None)
+        assert json.loads((tmp_path / str(compiled) / "run.json").read_text())["config"]["compile"] is compiled
+        with open(res.metrics_path, newline="") as fh:
+            losses[compiled] = [float(r["loss"]) for r in csv.DictReader(fh)]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
