@@ -3,7 +3,7 @@
     python benchmarks/bench_model.py            # ~2-3 min on 2 CPU cores
     python benchmarks/bench_model.py --quick    # batches 64/256 only, fewer repeats
     python benchmarks/bench_model.py --device cuda --batches 1024 8192 --no-baseline
-    python benchmarks/bench_model.py --quick --compile   # + rows for compile_for_inference
+    python benchmarks/bench_model.py --quick --compile   # + compiled encode and training step
 
 Prints chips/s (eval encode, size S) for fp32 and bf16 autocast at each batch, a training
 step (batch 128: forward_mae + backward + AdamW), the speed-up ratios over the baseline
@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from reference_moemae import RefMoEMAE, mae_loss  # noqa: E402
 
-from geomoe.model import compile_for_inference, load_checkpoint  # noqa: E402
+from geomoe.model import compile_for_inference, compile_for_training, load_checkpoint  # noqa: E402
 
 CKPT = HERE.parent / "tests" / "data" / "reference" / "ref_S_seed0.pth"
 IO = HERE.parent / "tests" / "data" / "reference" / "ref_S_seed0_io.pt"
@@ -76,20 +76,20 @@ def inputs(batch: int, device: str) -> tuple[torch.Tensor, dict]:
     return x, meta
 
 
-def train_step_fns(batch: int, device: str, ck: dict) -> dict:
+def train_step_fns(batch: int, device: str, ck: dict, compiled: bool = False) -> dict:
     """Pretraining steps (forward_mae + backward + AdamW) on ``batch`` real chips with fixed masks.
 
-    Returns {"baseline": fp32 baseline step, "fp32": geomoe fp32, "bf16": geomoe bf16 autocast};
-    the baseline has no bf16 step: the published gate fails under autocast (dtype mismatch).
+    Returns {"baseline": fp32 baseline step, "fp32": geomoe fp32, "bf16": geomoe bf16 autocast}
+    and, if ``compiled``, "compiled bf16" (compile_for_training, its own model and optimizer;
+    its first call compiles); the baseline has no bf16 step: the published gate fails under
+    autocast (dtype mismatch).
     """
     x, meta = inputs(batch, device)
     gens = (torch.Generator().manual_seed(i) for i in range(batch))
     ids = torch.stack([torch.randperm(100, generator=g)[:25] for g in gens]).to(device)
     ref_t = RefMoEMAE("S", noise="train").to(device).train()
     ref_t.load_state_dict(ck)
-    ours_t = load_checkpoint(CKPT, map_location=device).train()
     opt_r = torch.optim.AdamW(ref_t.parameters(), lr=1e-4)
-    opt_o = torch.optim.AdamW(ours_t.parameters(), lr=1e-4, fused=True)  # as geomoe.train uses it
     amp = torch.device(device).type
 
     def step_ref():
@@ -98,16 +98,25 @@ def train_step_fns(batch: int, device: str, ck: dict) -> dict:
         mae_loss(ref_t, x, pred, mask, moe).backward()
         opt_r.step()
 
-    def step_ours(bf16: bool):
+    def ours(compile_it: bool = False):
+        model = load_checkpoint(CKPT, map_location=device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as geomoe.train uses it
+        return (compile_for_training(model) if compile_it else model), opt
+
+    def step_ours(model, opt, bf16: bool):
         def step():
-            opt_o.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
             with torch.autocast(amp, dtype=torch.bfloat16, enabled=bf16):
-                out = ours_t.forward_mae(x, **meta, ids_keep=ids)
+                out = model.forward_mae(x, **meta, ids_keep=ids)
             out.loss.backward()
-            opt_o.step()
+            opt.step()
         return step
 
-    return {"baseline": step_ref, "fp32": step_ours(False), "bf16": step_ours(True)}
+    eager = ours()
+    fns = {"baseline": step_ref, "fp32": step_ours(*eager, False), "bf16": step_ours(*eager, True)}
+    if compiled:
+        fns["compiled bf16"] = step_ours(*ours(True), True)
+    return fns
 
 
 def _fmt(chips: float, base: float | None) -> str:
@@ -123,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the slow baseline (GPU runs)")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--compile", action="store_true",
-                    help="also time geomoe.model.compile_for_inference (inductor; compile time printed)")
+                    help="also time compile_for_inference and a compile_for_training step "
+                    "(inductor; compile times printed)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -184,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_train:
         b = 128
-        steps = train_step_fns(b, dev, ck)
+        steps = train_step_fns(b, dev, ck, compiled=args.compile)
+        if args.compile:
+            t0 = time.perf_counter()
+            steps["compiled bf16"]()
+            print(f"  (train: first compiled bf16 step took {time.perf_counter() - t0:.0f} s)")
         fns = {k: v for k, v in steps.items() if not (args.no_baseline and k == "baseline")}
         best = interleaved_best(fns, rounds + 1, budget, dev)
         base = b / best["baseline"] if "baseline" in best else None
