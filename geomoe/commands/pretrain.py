@@ -53,8 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "(AVX512-BF16/AMX; ~1.5x fp32 for size S), else fp32")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the training step (off by default): 1.25x the eager bf16 "
-                   "step on the 2-core CPU (size S, batch 128), after 1.5-2 minutes of compiling "
-                   "at the first step: worth it beyond roughly 700 such steps")
+                   "step on the 2-core CPU (size S, batch 128), after 1.5-3 minutes of compiling "
+                   "at the first step: worth it beyond roughly 1000 such steps")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (with a checkpoint, resumable) after this much training time")
     p.add_argument("--stop-at-step", type=int, default=None,

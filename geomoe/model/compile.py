@@ -1,7 +1,7 @@
 """Opt-in ``torch.compile`` (inductor) of the eval encoder and of the pretraining pass, with a clean fallback to eager.
 
 Why opt-in: compiling costs 40-50 s per precision on the 2-core CPU for the encoder (about
-45 s per batch shape on an H100) and 1.5-2 minutes for the training pass, and pays off only
+45 s per batch shape on an H100) and 1.5-3 minutes for the training pass, and pays off only
 for long runs. Measured (size S, bf16 autocast): 2-core CPU, batch 256, eager 242 vs compiled
 362 chips/s in one run (fp32 gains little, so by default only autocast calls use the graph);
 H100, batch 16384, eager 40.6k vs compiled 81.2k chips/s; pretraining step, 2-core CPU,
@@ -107,9 +107,10 @@ def run_compiled(model: MoEMAE, images, meta):
 def compile_for_training(model: MoEMAE) -> MoEMAE:
     """Compile ``model``'s masked-autoencoder pass (:meth:`MoEMAE.forward_mae`) and its backward.
 
-    Why opt-in: compiling takes 1.5-2 minutes on the 2-core CPU at the first step, and the step
-    is 1.25x eager there (size S, bf16, batch 128: 247 vs 197 chips/s in the real loop), so it
-    pays off after roughly 700 such steps. Not measured on a GPU yet.
+    Why opt-in: compiling takes 1.5-3 minutes on the 2-core CPU at the first step (less with
+    inductor's cache warm), and the step is 1.25x eager there (size S, bf16, batch 128: 247 vs
+    197 chips/s in the real loop), so it pays off after roughly 700-1300 such steps. Not
+    measured on a GPU yet.
     Only training-mode calls without a ``generator`` use the graph, at the first batch size
     seen (other sizes run eager: no recompiles). The graph draws its dropout bits and routing
     noise from the global generator in eager's order, so a seeded compiled step keeps the same
