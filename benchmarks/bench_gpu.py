@@ -8,7 +8,8 @@ Checks on the GPU, against the CPU reference fixture (tests/data/reference): fp3
 Then times, with CUDA events (median of the repeats, after warm-up): the baseline
 (benchmarks/reference_moemae.py), geomoe eager fp32 / bf16 autocast, geomoe compiled bf16
 (``compile_for_inference``), the host-to-host embed path (pinned chips -> GPU -> bf16 encode ->
-mean-pooled (B, D) back on the host), and a bf16 pretraining step. Only needs torch (+ safetensors).
+mean-pooled (B, D) back on the host), and a bf16 pretraining step, eager and compiled
+(``compile_for_training``). Only needs torch (+ safetensors).
 """
 
 from __future__ import annotations
@@ -162,10 +163,22 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
 
     for b in (1024, 4096):
-        steps = train_step_fns(b, dev, ck)  # the baseline step is fp32: it fails under autocast
+        # the baseline step is fp32: it fails under autocast
+        steps = train_step_fns(b, dev, ck, compiled=not args.no_compile)
         tr, to = cuda_time(steps["baseline"], 5), cuda_time(steps["bf16"], 5)
-        res["train"].append({"batch": b, "baseline_fp32": b / tr, "geomoe_bf16": b / to})
-        print(f"train step, batch {b}: baseline fp32 {b / tr:.0f}, geomoe bf16 {b / to:.0f} chips/s ({tr / to:.2f}x)")
+        row = {"batch": b, "baseline_fp32": b / tr, "geomoe_bf16": b / to}
+        line = f"train step, batch {b}: baseline fp32 {b / tr:.0f}, geomoe bf16 {b / to:.0f} chips/s ({tr / to:.2f}x)"
+        if "compiled bf16" in steps:  # compile_for_training (not yet measured on a GPU)
+            t0 = time.perf_counter()
+            steps["compiled bf16"]()
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+            tc = cuda_time(steps["compiled bf16"], 5)
+            row |= {"compiled_bf16": b / tc, "compiled_first_call_s": first}
+            line += f", compiled bf16 {b / tc:.0f} ({tr / tc:.2f}x; first call {first:.0f} s)"
+        res["train"].append(row)
+        print(line)
+        del steps
 
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
