@@ -275,6 +275,8 @@ class MoEMAE(nn.Module):
         indices to keep (makes a step reproducible); otherwise K = int(100 * (1 - mask_ratio))
         patches are drawn per sample from ``generator`` (also used for routing noise in training).
         loss = masked SSE per masked patch + 0.1 * unmasked SSE per unmasked patch + 0.5 * moe_loss.
+        After :func:`geomoe.model.compile_for_training`, training-mode calls without a
+        ``generator`` run the pass after these checks (:meth:`_mae`) compiled.
         """
         self._check_images(images)
         c = self.config
