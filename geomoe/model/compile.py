@@ -137,7 +137,7 @@ def run_compiled_mae(model: MoEMAE, images, meta, ids_keep):
 
     try:
         # inductor would draw the routing noise from its own generator; ATen's keeps eager's stream
-        with _layer_impls(model.blocks, None), _layer_impls(model.decoder_blocks, None), \
+        with _layer_impls([*model.blocks, *model.decoder_blocks], None), \
                 inductor_config.patch(fallback_random=True):
             return model._compiled_mae(images, meta, ids_keep, None)
     except Exception as exc:
