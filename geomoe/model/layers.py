@@ -165,8 +165,17 @@ class GroupedQueryAttention(nn.Module):
 
 
 def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, max_scores: int) -> Tensor:
-    """softmax(q k^T / sqrt(d)) v (softmax: :func:`_softmax`); q (B, G, M, d), k/v (B, G, N, d) -> (B, G, M, d).
+    """softmax(q k^T / sqrt(d)) v, computed transposed; q (B, G, M, d), k/v (B, G, N, d) -> (B, G, M, d).
 
+    The scores are formed as ``k q^T`` (keys x queries) and softmaxed over the keys axis, and
+    the output as ``(v^T p^T)^T``. Why: a compiled softmax then reduces over the outer axis,
+    16 queries per vector, instead of along 105-long rows (horizontal reductions, masked
+    tails), and the second matmul writes 105/210-long output rows instead of 18-wide ones.
+    Same values up to bf16 rounding. Measured on the 2-core CPU (size S, bf16, same-process
+    paired A/B against the row-wise form): compiled encode, batch 256, 1.040x; compiled
+    pretraining step 1.054x; eager encode 1.022x; eager pretraining step on par (0.998x).
+    Along this axis ATen's bf16 softmax (float math inside) was as fast as or faster than a
+    float32 softmax plus a cast, also for the encoder's 30 keys in pretraining.
     Runs over even batch pieces of at most ``max_scores`` score elements: attention is per
     chip, and cache-sized scores keep the softmax and its backward fast (a 4M-element decoder
     piece's softmax backward ran 15x slower per element than a 1M-element one).
@@ -176,21 +185,10 @@ def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, max_scores: int) -> Tenso
     step = max(1, -(-b // pieces))
     outs = []
     for i in range(0, max(b, 1), step):
-        scores = torch.matmul(q[i : i + step] * q.shape[-1] ** -0.5, k[i : i + step].transpose(-1, -2))
-        outs.append(torch.matmul(_softmax(scores).to(v.dtype), v[i : i + step]))
+        scores_t = torch.matmul(k[i : i + step], (q[i : i + step] * q.shape[-1] ** -0.5).transpose(-1, -2))
+        probs_t = scores_t.softmax(dim=-2).to(v.dtype)
+        outs.append(torch.matmul(v[i : i + step].transpose(-1, -2), probs_t).transpose(-1, -2))
     return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-
-def _softmax(scores: Tensor) -> Tensor:
-    """Softmax over the last dim, accumulated in float32.
-
-    bf16 scores with rows of 64 or more go through ATen's bf16 softmax (float math inside, no
-    cast copies: fwd+bwd with the PV matmul 2.9 vs 5.0 ms for a 16-chip piece of 105-long rows);
-    its kernel is slower on short rows (6.6 vs 2.8 ms at 30), which keep the float32 softmax.
-    """
-    if scores.dtype == torch.bfloat16 and scores.shape[-1] >= 64:
-        return scores.softmax(dim=-1)
-    return scores.softmax(dim=-1, dtype=torch.float32)
 
 
 class MoEFeedForward(nn.Module):
