@@ -438,8 +438,8 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
     Holds an exclusive lock on ``out`` for the whole run (a second run is refused with
     CubeLockedError). Returns an EmbedSummary; ``progress`` is called after each batch.
     ``precision``: ``auto`` embeds in bf16 autocast on CUDA and fp32 on CPU. ``bf16`` with
-    ``compile`` on a CPU with AVX512-BF16 is 1.7-2x fp32 end to end (2-core Zen 4,
-    benchmarks/bench_embed.py; eager bf16 is slower there), vectors within ~1e-2 relative.
+    ``compile`` on a CPU with AVX512-BF16 is 2-3x fp32 end to end (2-core Zen 5; 1.7-2x on
+    Zen 4; benchmarks/bench_embed.py; eager bf16 is no faster), vectors within ~1e-2 relative.
     Not part of the cube's identity, like the device (a GPU rerun may finish a CPU cube).
     """
     req = EmbedRequest(aoi=aoi, out=str(out), catalog=None if catalog is None else str(catalog),

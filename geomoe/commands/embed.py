@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto (default): bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with "
-                        "AVX512-BF16 pays off with --compile (2-core Zen 4: 1.7-2x fp32 end to end), "
+                        "AVX512-BF16 pays off with --compile (2-core Zen 5: 2-3x fp32 end to end), "
                         "vectors within ~1e-2 relative of fp32")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the encoder where it runs in bf16: CUDA, or --precision bf16 "
