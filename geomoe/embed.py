@@ -70,8 +70,8 @@ def get_model(path: Path, sha256: str, device: torch.device, compile: bool = Fal
     (:func:`geomoe.device.infer_bf16`: CUDA, or ``precision="bf16"``); the graph serves bf16
     autocast calls only. H100, size S: ~81k vs ~41k chips/s eager, 45-60 s to compile once per
     worker, one batch size compiled, a smaller tail batch eager. 2-core CPU: 40-50 s to compile
-    (every process: the bf16 CPU graph bypasses inductor's disk cache, see
-    :func:`geomoe.model.compile.cpu_exp_u20`), then full chunks of 32 chips compiled (see
+    the first time, about 8 s in later processes (inductor's disk cache, keyed to the exp swap
+    of :func:`geomoe.model.compile.cpu_exp_u20`), then full chunks of 32 chips compiled (see
     README, Performance). Ignored for fp32, where the compiled graph is no faster.
     """
     from geomoe.model import compile_for_inference, load_checkpoint

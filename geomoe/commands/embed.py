@@ -40,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "vectors within ~1e-2 relative of fp32")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the encoder where it runs in bf16: CUDA, or --precision bf16 "
-                        "(~2x on an H100 after 45-60 s of compiling, 40-50 s on CPU; no effect in fp32)")
+                        "(~2x on an H100 after 45-60 s of compiling, 40-50 s on CPU, ~8 s on CPU reruns; "
+                        "no effect in fp32)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--min-valid", type=float, default=0.9,
                    help="skip chips with a smaller valid-pixel fraction (recorded in valid_fraction)")

@@ -130,6 +130,33 @@ def test_exp_u20_failure_falls_back_to_default_exp_not_eager(monkeypatch, recwar
     assert (out16 - eager16).abs().max() < 0.05 * eager16.abs().max()
 
 
+def test_exp_u20_graphs_cached_under_their_own_key(monkeypatch):
+    """exp_u20 graphs go into inductor's caches keyed by the swap: compiling again loads them
+    (no 40-50 s compile per process for size S), and a default-exp compile of the same graph
+    does not pick them up."""
+    import geomoe.model.compile as compile_module
+
+    model = _small_model()
+    model.chunk_size = 4
+    x, meta = _inputs(4)
+
+    def compiled_embed():
+        torch._dynamo.reset()
+        counters.clear()
+        compile_for_inference(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, code = run_and_get_code(model.embed, x, **meta)
+        hits = counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"]
+        return out, "\n".join(code), hits
+
+    first, _, _ = compiled_embed()  # compiles, or loads what an earlier run stored
+    again, code, hits = compiled_embed()
+    assert hits >= 1 and ".exp_u20()" in code and torch.equal(again, first)
+    monkeypatch.setattr(compile_module, "_exp_u20_failed", True)  # compile with the default exp
+    _, code, _ = compiled_embed()
+    assert ".exp()" in code and ".exp_u20()" not in code
+
+
 def test_compiled_dropout_keeps_eager_elements():
     """The compiled dropout draws eager's bits in eager's order (odd sizes, two draws in one graph)."""
     from geomoe.model.layers import _fast_dropout
