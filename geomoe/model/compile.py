@@ -1,11 +1,12 @@
 """Opt-in ``torch.compile`` (inductor) of the eval encoder and of the pretraining pass, with a clean fallback to eager.
 
-Why opt-in: compiling costs 40-50 s per precision on the 2-core CPU for the encoder (about 8 s
-in a later process, from inductor's disk cache; about 45 s per batch shape on an H100) and 1.5-3 minutes for the training pass, and pays off only
-for long runs. Measured (size S, bf16 autocast): 2-core CPU, batch 256, eager 242 vs compiled
-362 chips/s in one run (fp32 gains little, so by default only autocast calls use the graph);
-H100, batch 16384, eager 40.6k vs compiled 81.2k chips/s; pretraining step, 2-core CPU,
-batch 128, 1.25x eager (paired A/B and the real loop).
+Why opt-in: compiling costs 40-50 s per precision on the 2-core CPU for the encoder (about
+8 s in a later process, from inductor's disk cache; about 45 s per batch shape on an H100) and
+1.5-3 minutes for the training pass, and pays off only for long runs. Measured (size S, bf16
+autocast): 2-core CPU, batch 256, eager 242 vs compiled 362 chips/s in one run (fp32 gains
+little, so by default only autocast calls use the graph); H100, batch 16384, eager 40.6k vs
+compiled 81.2k chips/s; pretraining step, 2-core CPU, batch 128, 1.25x eager (paired A/B and
+the real loop).
 """
 
 from __future__ import annotations
