@@ -466,7 +466,9 @@ def read_items(path: str | os.PathLike) -> list[dict]:
 
 
 def open_group(path: str | os.PathLike, group: str) -> xr.Dataset:
-    """Open one group of a cube the way analysts should (CRS decoded, lazily)."""
+    """Open one group of a cube lazily, CRS decoded, whether or not its last run finished
+    (analysts' plain ``xr.open_zarr(path, group=g)`` needs the consolidated metadata of a
+    finished run to open without a warning)."""
     return xr.open_zarr(str(path), group=group, consolidated=False, decode_coords="all")
 
 
