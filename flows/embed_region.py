@@ -97,7 +97,7 @@ def embed_region_flow(
     ensure_writable(Path(req.out))
     with store_lock(req.out):
         prep = prepare(req, planned)
-        req.checkpoint = str(prep.checkpoint)
+        req.checkpoint = str(prep.checkpoint.resolve())  # workers load it by this path
         cube = prep.cube
         run = cube.new_run()
         tiles = cube.tiles()
@@ -121,6 +121,7 @@ def embed_region_flow(
         if missing:
             raise RuntimeError(f"{len(missing)} tile(s) not completed: {[str(t) for t in missing][:5]}")
         stac = write_cube_item(cube)
+        cube.finish()  # consolidated metadata: last, once every tile is done
     embedded = sum(r["embedded"] for r in results)
     skipped = sum(r["skipped"] for r in results)
     seconds = time.perf_counter() - t0

@@ -1,14 +1,18 @@
 """The embedding cube: a Zarr v3 store, one group per CRS, written tile by tile.
 
-Layout (open with ``xr.open_zarr(path, group=..., consolidated=False, decode_coords="all")``):
+Layout (``xr.open_zarr(path, group=...)``; consolidated metadata is written when a run finishes):
 
 - grid groups (``utm30n``, ``epsg3031``, ...): ``embedding(time, y, x, dim)``,
   ``valid_fraction(time, y, x)``, 1-D ``x``/``y`` chip centres (y descending, north-up),
-  ``time`` one slice per solar day, 2-D ``lat``/``lon``, ``spatial_ref`` (rioxarray CRS),
-  ``tile_done(tile_y, tile_x)``.
+  ``time`` one slice per solar day, 2-D ``lat``/``lon``, ``spatial_ref`` (rioxarray CRS; named
+  in the data variables' ``coordinates``, so xarray's default decoding makes it a coordinate).
 - the table group ``chips`` (item-grid collections): ``embedding(chip, dim)``,
   ``valid_fraction(chip)``, per-chip ``x, y, lat, lon, time, item_id, epsg, row, col``,
-  ``labels`` / ``labels_19`` (``;``-joined) where items carry them, ``tile_done(tile)``.
+  ``labels`` / ``labels_19`` (``;``-joined) where items carry them.
+- every group carries the provenance attributes (model, checkpoint file name and sha256,
+  pooling, normalisation, query, ...; dicts JSON-encoded so they survive ``to_netcdf``).
+- bookkeeping, out of the analyst's datasets: ``_geomoe/<group>/tile_done`` (one element per
+  tile) and the root's ``stac_items`` array and attributes.
 
 Value semantics: a chip never computed has NaN embedding AND NaN valid_fraction; a chip
 skipped for cloud/fill has NaN embedding and a finite valid_fraction (< min_valid).
@@ -16,8 +20,10 @@ skipped for cloud/fill has NaN embedding and a finite valid_fraction (< min_vali
 Crash safety: a tile is one chunk-aligned region write; its chunk files are fsynced, and
 only then is ``tile_done[tile]`` set (to the run number) - itself one atomic chunk file
 (zarr's LocalStore writes to a temp file and renames). A tile that was killed half-way is
-simply rewritten whole on the next run. Zarr v3 has no consolidated metadata in its spec,
-so every read and write passes ``consolidated=False`` explicitly.
+simply rewritten whole on the next run. geomoe itself reads and writes with
+``consolidated=False``; consolidated metadata (root ``zarr.json``) is for readers only: a run
+removes it when it starts (:meth:`Cube.new_run`) and writes it when it finishes
+(:meth:`Cube.finish`), so a store carries it only when its last run finished.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ from geomoe.errors import CubeError
 from geomoe.faults import fault
 from geomoe.tiles import GridSpec, Spec, TableSpec, Tile, plan_fingerprint
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tile_done in _geomoe/, provenance on groups, consolidated
+BOOKKEEPING = "_geomoe"  # group of the tile completion records (not analyst data)
 IDENTITY_KEYS = ("checkpoint_sha256", "model_size", "embed_dim", "pooling", "dtype")
 
 
@@ -112,7 +119,6 @@ def _grid_dataset(spec: GridSpec, dim: int, dtype: str) -> tuple[xr.Dataset, dic
     T = len(spec.times)
     xx, yy = np.meshgrid(spec.x, spec.y)
     lat, lon = _latlon(spec.epsg, xx, yy)
-    nty, ntx = spec.n_tiles
     ds = xr.Dataset(
         {
             "embedding": (("time", "y", "x", "dim"),
@@ -121,7 +127,6 @@ def _grid_dataset(spec: GridSpec, dim: int, dtype: str) -> tuple[xr.Dataset, dic
             "valid_fraction": (("time", "y", "x"),
                                da.full((T, spec.ny, spec.nx), np.nan, dtype="float32",
                                        chunks=(1, ts, ts))),
-            "tile_done": (("tile_y", "tile_x"), da.zeros((nty, ntx), dtype="uint16", chunks=1)),
         },
         coords={
             "time": spec.times.astype("datetime64[ns]"),
@@ -134,24 +139,50 @@ def _grid_dataset(spec: GridSpec, dim: int, dtype: str) -> tuple[xr.Dataset, dic
     ds.y.attrs.update(standard_name="projection_y_coordinate", units="m", long_name="chip centre y")
     ds.lat.attrs.update(standard_name="latitude", units="degrees_north")
     ds.lon.attrs.update(standard_name="longitude", units="degrees_east")
-    ds.tile_done.attrs["description"] = "run number that completed the tile (0 = pending)"
     ds.valid_fraction.attrs["description"] = (
         "fraction of valid (unmasked, non-fill) pixels; NaN = chip never computed")
     ds.attrs.update(
         layout="grid", epsg=spec.epsg, tile_size=ts, chip_meters=1200.0,
         row_max=spec.row_max, col_min=spec.col_min,
         stac_item_ids=json.dumps(spec.item_ids),
-        solar_days=[str(d) for d in spec.days],
+        solar_days=json.dumps([str(d) for d in spec.days]),  # a list attribute breaks to_netcdf
     )
+    # naming spatial_ref in "coordinates" makes xarray's default decode_coords=True keep it a
+    # coordinate, so a plain xr.open_zarr gives ds.rio.crs (grid_mapping alone needs "all")
+    for v in ("embedding", "valid_fraction"):
+        ds[v].attrs["coordinates"] = "lat lon spatial_ref"
     enc = {
         # an explicit encoding replaces rioxarray's grid_mapping entry: merge it back in
         "embedding": {"chunks": (1, ts, ts, dim), "dtype": dtype, "_FillValue": np.nan,
                       "grid_mapping": "spatial_ref"},
         "valid_fraction": {"chunks": (1, ts, ts), "_FillValue": np.nan, "grid_mapping": "spatial_ref"},
-        "tile_done": {"chunks": (1, 1)},
         "time": {"units": "seconds since 1970-01-01", "dtype": "int64"},
     }
     return ds, enc
+
+
+def group_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Provenance attributes for a data group: strings and numbers as they are, everything
+    else (dicts, lists, booleans, None) JSON-encoded, because netCDF attributes cannot hold
+    them and an analyst's ``ds.to_netcdf()`` must work."""
+    return {k: v if isinstance(v, (str, int, float)) and not isinstance(v, bool) else json.dumps(v)
+            for k, v in attrs.items()}
+
+
+def tile_done_path(group: str) -> str:
+    """Where a group's completion records live: a bookkeeping group the analyst never opens."""
+    return f"{BOOKKEEPING}/{group}/tile_done"
+
+
+def _create_tile_done(path: Path, spec: Spec) -> None:
+    """One uint16 per tile, 0 = pending, else the run number that completed it; one chunk per
+    tile, so marking a tile done is one atomic chunk-file write."""
+    grid = isinstance(spec, GridSpec)
+    shape = tuple(spec.n_tiles) if grid else (len(spec.tiles()),)
+    g = zarr.open_group(str(path), mode="r+").require_group(BOOKKEEPING).require_group(spec.name)
+    arr = g.create_array("tile_done", shape=shape, chunks=(1,) * len(shape), dtype="uint16", fill_value=0,
+                         dimension_names=["tile_y", "tile_x"] if grid else ["tile"])
+    arr.attrs["description"] = "run number that completed the tile (0 = pending)"
 
 
 def _table_xy(spec: TableSpec, items: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -202,23 +233,19 @@ def _table_dataset(spec: TableSpec, dim: int, dtype: str, items: dict[str, dict]
         v = labels(key)
         if v is not None:
             coords[name] = ("chip", v)
-    n_tiles = len(spec.tiles())
     ds = xr.Dataset(
         {
             "embedding": (("chip", "dim"), da.full((spec.n, dim), np.nan, dtype=dtype, chunks=(ts, dim))),
             "valid_fraction": (("chip",), da.full((spec.n,), np.nan, dtype="float32", chunks=(ts,))),
-            "tile_done": (("tile",), da.zeros((n_tiles,), dtype="uint16", chunks=1)),
         },
         coords=coords,
     )
-    ds.tile_done.attrs["description"] = "run number that completed the tile (0 = pending)"
     ds.attrs.update(layout="table", tile_size=ts, chip_meters=1200.0,
                     description="item-grid chips (pre-chipped patches); x/y in each chip's own EPSG")
     enc = {
         "embedding": {"chunks": (ts, dim), "dtype": dtype, "_FillValue": np.nan},
         "valid_fraction": {"chunks": (ts,), "_FillValue": np.nan},
         "x": {"chunks": (ts,)}, "y": {"chunks": (ts,)}, "lat": {"chunks": (ts,)}, "lon": {"chunks": (ts,)},
-        "tile_done": {"chunks": (1,)},
         "time": {"units": "seconds since 1970-01-01", "dtype": "int64"},
     }
     return ds, enc
@@ -271,8 +298,10 @@ class Cube:
         for spec in specs:
             ds, enc = (_grid_dataset(spec, dim, dtype) if isinstance(spec, GridSpec)
                        else _table_dataset(spec, dim, dtype, item_map))
+            ds.attrs.update(group_attrs(attrs))  # provenance where the analyst opens it
             ds.to_zarr(str(path), group=spec.name, mode="w", compute=False,
                        consolidated=False, encoding=enc, zarr_format=3)
+            _create_tile_done(path, spec)
         full = {
             **attrs,
             "geomoe:identity": meta,
@@ -323,8 +352,13 @@ class Cube:
             os.unlink(p)
 
     def new_run(self) -> int:
-        """Register a new run; its number is stored in ``tile_done`` of every tile it writes."""
-        root = zarr.open_group(str(self.path), mode="r+")
+        """Register a new run; its number is stored in ``tile_done`` of every tile it writes.
+
+        Also drops the consolidated metadata of the previous run (the root's ``zarr.json`` is
+        rewritten from the non-consolidated view), before any tile of this run is written: a
+        store carries consolidated metadata only while its last run has finished
+        (:meth:`finish`), so a killed run leaves none that could describe it as complete."""
+        root = zarr.open_group(str(self.path), mode="r+", use_consolidated=False)
         n = int(root.attrs.get("geomoe:runs", 0)) + 1
         root.attrs["geomoe:runs"] = n
         self.attrs["geomoe:runs"] = n
@@ -333,6 +367,15 @@ class Cube:
     def items(self) -> list[dict]:
         """The source STAC items the cube was planned from (dicts)."""
         return read_items(self.path)
+
+    def finish(self) -> None:
+        """Write consolidated metadata (the root ``zarr.json``), last step of a finished run:
+        ``xr.open_zarr(path, group=g)`` then opens without a warning and with one read."""
+        import warnings
+
+        with warnings.catch_warnings():  # "not part of the Zarr format 3 specification" (yet)
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            zarr.consolidate_metadata(str(self.path))
 
     def update_attrs(self, extra: dict[str, Any]) -> None:
         root = zarr.open_group(str(self.path), mode="r+")
@@ -344,7 +387,7 @@ class Cube:
         return [t for s in self.specs.values() for t in s.tiles()]
 
     def done_map(self, group: str) -> np.ndarray:
-        return zarr.open_array(str(self.path), path=f"{group}/tile_done", mode="r")[...]
+        return zarr.open_array(str(self.path), path=tile_done_path(group), mode="r")[...]
 
     def is_done(self, tile: Tile) -> bool:
         return bool(self.done_map(tile.group)[tile.key])
@@ -410,9 +453,9 @@ class Cube:
     def _commit(self, tile: Tile, files: list[str], run: int) -> None:
         _fsync(files)  # data durable first ...
         fault("after_data_before_commit")
-        arr = zarr.open_array(str(self.path), path=f"{tile.group}/tile_done", mode="r+")
+        arr = zarr.open_array(str(self.path), path=tile_done_path(tile.group), mode="r+")
         arr[tile.key] = run  # ... then the completion record (one atomic chunk file)
-        _fsync([self._chunk(tile.group, "tile_done", tile.key)])
+        _fsync([self._chunk(f"{BOOKKEEPING}/{tile.group}", "tile_done", tile.key)])
 
 
 def read_items(path: str | os.PathLike) -> list[dict]:
@@ -423,7 +466,9 @@ def read_items(path: str | os.PathLike) -> list[dict]:
 
 
 def open_group(path: str | os.PathLike, group: str) -> xr.Dataset:
-    """Open one group of a cube the way analysts should (CRS decoded, lazily)."""
+    """Open one group of a cube lazily, CRS decoded, whether or not its last run finished
+    (analysts' plain ``xr.open_zarr(path, group=g)`` needs the consolidated metadata of a
+    finished run to open without a warning)."""
     return xr.open_zarr(str(path), group=group, consolidated=False, decode_coords="all")
 
 

@@ -191,7 +191,8 @@ def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
     attrs = {
         "title": "geomoe embedding cube",
         "geomoe:version": geomoe.__version__,
-        "geomoe:model": {"size": cfg.get("size"), "config": cfg, "checkpoint": str(ckpt.resolve()),
+        # the checkpoint by file name and content hash: a path would only hold on this machine
+        "geomoe:model": {"size": cfg.get("size"), "config": cfg, "checkpoint": ckpt.name,
                          "checkpoint_sha256": sha, "pooling": req.pooling},
         "geomoe:normalisation": {"mean": list(map(float, cfg.get("norm_mean", []) or [])),
                                  "std": list(map(float, cfg.get("norm_std", []) or [])),
@@ -210,11 +211,15 @@ def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
 
 
 def reopen(req: EmbedRequest) -> Prepared:
-    """Rebuild a Prepared in a worker from the cube's stored items (no catalog search)."""
+    """Rebuild a Prepared in a worker from the cube's stored items (no catalog search).
+
+    The checkpoint comes from the request (the cube records only its file name and sha256)
+    and must be the file the cube was made with: its sha256 is checked."""
     import pystac
     from geomoe.chips import plan_chips
     from geomoe.aoi import load_aoi
-    from geomoe.cube import Cube as _Cube
+    from geomoe.cube import Cube as _Cube, CubeMismatchError
+    from geomoe.model import checkpoint_sha256
     import zarr
 
     attrs = zarr.open_group(req.out, mode="r").attrs.asdict()
@@ -225,9 +230,14 @@ def reopen(req: EmbedRequest) -> Prepared:
     plan = plan_chips(items, aoi=geom, grid=req.grid)
     specs = specs_from_plan(plan, items, tile_size=int(req.tile_size), table_tile=int(req.table_tile))
     cube = _Cube.open(req.out, specs)
-    ckpt = Path(attrs["geomoe:model"]["checkpoint"])
-    return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt,
-                    attrs["geomoe:identity"]["checkpoint_sha256"])
+    ckpt = resolve_checkpoint(req.checkpoint)
+    want, got = attrs["geomoe:identity"]["checkpoint_sha256"], checkpoint_sha256(ckpt)
+    if got != want:
+        raise CubeMismatchError(
+            f"checkpoint {ckpt} (sha256 {got[:12]}...) is not the one the cube {req.out} was made "
+            f"with ({attrs['geomoe:model'].get('checkpoint')}, sha256 {want[:12]}...); give this "
+            "worker the same checkpoint file")
+    return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt, want)
 
 
 _PREPARED: dict[tuple[str, int], Prepared] = {}
@@ -468,6 +478,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         from geomoe.stac_output import write_cube_item
 
         stac_path = write_cube_item(cube)
+        cube.finish()  # consolidated metadata: last, once every tile is done
     return EmbedSummary(
         out=str(req.out), groups=list(cube.specs), chips_planned=total,
         chips_embedded=counts["embedded"], chips_skipped_cloud=counts["skipped"],

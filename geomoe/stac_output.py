@@ -2,7 +2,9 @@
 
 Fields follow the embeddings extension proposal (emb:type, emb:dimensions, data_type,
 gsd, emb:chip_layout, emb:runtime_parameters, processing:datetime, links rel
-emb:source-data / emb:model) so catalogs can index geomoe's output. The item is written
+emb:source-data) so catalogs can index geomoe's output. The model is named by checkpoint file
+name and sha256 in emb:runtime_parameters; no emb:model link, since a local checkpoint has no
+URL (a path would only hold on the machine that ran). The item is written
 beside the store (``cube.zarr`` -> ``cube.zarr.stac-item.json``) so the Zarr hierarchy
 stays pure; one asset per cube group, with the open arguments xarray needs.
 """
@@ -68,7 +70,8 @@ def cube_item(cube: Cube) -> dict:
             "pooling": ident["pooling"], "bands": ["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"],
             "chip_pixels": 40, "min_valid": attrs["geomoe:query"].get("min_valid"),
             "normalisation": attrs.get("geomoe:normalisation"),
-            "model_size": ident["model_size"], "checkpoint_sha256": ident["checkpoint_sha256"],
+            "model_size": ident["model_size"], "checkpoint": model.get("checkpoint"),
+            "checkpoint_sha256": ident["checkpoint_sha256"],
         },
         "emb:quantization": {"method": "none", "original_dtype": "float32",
                              "quantized_dtype": ident["dtype"]},
@@ -79,8 +82,6 @@ def cube_item(cube: Cube) -> dict:
     links = [{"rel": "emb:source-data", "href": next((l["href"] for l in i.get("links", [])
                                                       if l.get("rel") == "self"), i["id"]),
               "title": i["id"]} for i in items]
-    links.append({"rel": "emb:model", "href": str(model.get("checkpoint", "")),
-                  "title": f"geomoe MoE-MAE size {ident['model_size']} (sha256 {ident['checkpoint_sha256'][:12]}...)"})
     return {
         "type": "Feature", "stac_version": "1.1.0",
         "stac_extensions": [EMB_EXTENSION,

@@ -134,6 +134,5 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps(s.to_dict(), indent=1) if args.json else str(s))
     if args.plot and not args.json:
         print(f"plot: {s.extra['plot']}")
-    print(f"open it: xr.open_zarr({s.out!r}, group={s.groups[0]!r}, consolidated=False, "
-          f"decode_coords='all')", file=sys.stderr)
+    print(f"open it: xr.open_zarr({s.out!r}, group={s.groups[0]!r})", file=sys.stderr)
     return 0

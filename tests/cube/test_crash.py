@@ -31,7 +31,7 @@ RUN = textwrap.dedent("""
 
 
 def _done(out):
-    return zarr.open_array(str(out), path="utm30n/tile_done", mode="r")[...]
+    return zarr.open_array(str(out), path="_geomoe/utm30n/tile_done", mode="r")[...]
 
 
 @pytest.mark.parametrize("fault,committed", [

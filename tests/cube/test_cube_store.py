@@ -89,7 +89,7 @@ def test_layout_crs_coords_and_nan_semantics(tmp_path):
     assert float(ds.embedding[0, 0, 0, 0]) == 0 and float(ds.embedding[0, 6, 10, 0]) == 12
     # skipped-for-cloud: NaN embedding, finite valid fraction (distinguishable from "never")
     assert np.isnan(ds.embedding[0, 1, 2].values).all() and float(ds.valid_fraction[0, 1, 2]) == pytest.approx(0.3)
-    assert ds.tile_done.values.tolist() == [[1, 1, 1], [1, 1, 1]]
+    assert cube.done_map("utm30n").tolist() == [[1, 1, 1], [1, 1, 1]]
     assert cube.pending_tiles() == []
 
 
@@ -182,5 +182,5 @@ def test_root_listing_has_only_zarr_nodes(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # zarr warns about non-Zarr objects in a hierarchy
         names = sorted(zarr.open_group(str(cube.path), mode="r").group_keys())
-    assert names == ["utm30n"] and sorted(zarr.open_group(str(cube.path), mode="r").array_keys()) == ["stac_items"]
+    assert names == ["_geomoe", "utm30n"] and sorted(zarr.open_group(str(cube.path), mode="r").array_keys()) == ["stac_items"]
     assert not list(cube.path.rglob("*.partial"))

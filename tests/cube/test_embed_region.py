@@ -229,7 +229,7 @@ def test_corrupt_raster_fails_cleanly_without_hang_store_consistent(repo_root, c
     with pytest.raises(RasterReadError):
         embed_region(str(liverpool_aoi), catalog=str(tmp_path / "cat" / "collection.json"),
                      checkpoint=ckpt_xxs, out=out, batch_size=8, tile_size=2)
-    done = zarr.open_array(str(out), path="utm30n/tile_done", mode="r")[...]
+    done = zarr.open_array(str(out), path="_geomoe/utm30n/tile_done", mode="r")[...]
     assert (done == 0).any()  # the run did fail part-way
     ds = open_group(out, "utm30n")  # the store still opens: finished tiles full, the others NaN
     v = np.isfinite(ds.valid_fraction.values[0])

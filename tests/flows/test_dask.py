@@ -26,3 +26,11 @@ def test_two_worker_dask_cube_equals_single_process(prefect_server, embed_flow_m
     assert summary["tiles_written"] == 6 and summary["chips_embedded"] == 20
     assert len(summary["task_pids"]) == 2 and os.getpid() not in summary["task_pids"]
     assert_same_cube(out, single_process_cube)
+    import warnings
+
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the flow wrote consolidated metadata at its end
+        assert xr.open_zarr(str(out), group="utm30n").rio.crs.to_epsg() == 32630
