@@ -243,6 +243,11 @@ def test_failure_while_resuming_keeps_finished_tiles(repo_root, liverpool_aoi, c
         embed_region(str(liverpool_aoi), catalog=str(catalog), checkpoint=ckpt_xxs, out=out, **KW)
     done = zarr.open_array(str(out), path="utm30n/tile_done", mode="r")[...]
     assert int((done > 0).sum()) == 2
+    v = np.isfinite(open_group(out, "utm30n").valid_fraction.values[0])  # consistent: done tiles full
+    for ty in range(done.shape[0]):
+        for tx in range(done.shape[1]):
+            block = v[2 * ty:2 * ty + 2, 2 * tx:2 * tx + 2]
+            assert block.all() if done[ty, tx] else not block.any()
 
 
 # ------------------------------------------------------------------ 4. full disk
