@@ -85,6 +85,8 @@ def check_writable(path: Path) -> None:
     """Like :func:`ensure_writable`, but creates nothing: checks ``path`` if it exists, else the
     nearest existing parent (a failed start must not leave an empty --out behind)."""
     path = Path(path).absolute()
+    if path.is_dir() and any(path.iterdir()):
+        return  # not probed: a foreign store is refused untouched, a cube is probed when taken
     target = path
     while not target.exists() and target != target.parent:
         target = target.parent

@@ -66,10 +66,10 @@ def _bare_group_and_file(path: Path) -> None:
 def test_foreign_zarr_store_is_refused_byte_identical(make, liverpool_aoi, ckpt_xxs, tmp_path):
     out = tmp_path / "theirs.zarr"
     make(out)
-    before = tree_hash(out)
+    before, mtime = tree_hash(out), out.stat().st_mtime_ns
     with pytest.raises(ForeignStoreError, match=r"theirs\.zarr.*not a geomoe cube.*new or empty --out"):
         embed_region(str(liverpool_aoi), checkpoint=ckpt_xxs, out=out, **KW)
-    assert tree_hash(out) == before
+    assert tree_hash(out) == before and out.stat().st_mtime_ns == mtime  # not even a probe file
 
 
 def test_cli_refuses_foreign_store_one_line(repo_root, ckpt_xxs, tmp_path):
