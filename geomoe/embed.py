@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import errno
+import json
 import os
 import queue
 import threading
@@ -498,6 +499,9 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
 
     Holds an exclusive lock on ``out`` for the whole run (a second run is refused with
     CubeLockedError). Returns an EmbedSummary; ``progress`` is called after each batch.
+    Bad input is refused before anything is created (:func:`search_and_plan`); a run that
+    fails before finishing any tile removes the store it created; a full disk raises
+    CubeDiskFullError (one line: where, about how much more space, a rerun resumes).
     ``precision``: ``auto`` embeds in bf16 autocast on CUDA and fp32 on CPU. ``bf16`` with
     ``compile`` on a CPU with AVX512-BF16 is 2-3x fp32 end to end (2-core Zen 5; 1.7-2x on
     Zen 4; benchmarks/bench_embed.py; eager bf16 is no faster), vectors within ~1e-2 relative.
@@ -616,13 +620,20 @@ def _disk_full_error(req: EmbedRequest, prep: Prepared | None, planned: tuple, e
         block = 4096
     need = sum(tile_bytes(by_name[t.group], t, dim, req.dtype, block) for t in pending)
     need += 64 * 1024 + 16 * block  # the STAC item beside the store and rewritten metadata (zarr.json)
+    what = f"the {len(pending)} tile(s) not yet written"
+    if not kept:  # the skeleton is made again too: coordinates, source items, metadata files
+        need += sum(len(json.dumps(it.to_dict(transform_hrefs=False), default=str)) for it in planned[1])
+        for s in specs:
+            n = s.ny * s.nx if isinstance(s, GridSpec) else s.n
+            need += n * 8 * 8 + 32 * block
+        what = f"the cube's skeleton and {what}"
     where = f" (at {exc.filename})" if exc.filename and str(exc.filename) != str(req.out) else ""
     resume = (f"it resumes, keeping the {kept} tile(s) already finished" if kept else
               "no tile was finished, so it starts over")
     return CubeDiskFullError(
         f"no space left on the device while writing the cube {req.out}{where}: about "
-        f"{_size(need)} more are needed for the {len(pending)} tile(s) not yet written (an "
-        "estimate: their uncompressed size, an upper bound); free that much space (or use "
+        f"{_size(need)} more are needed for {what} (an estimate: the uncompressed size, an "
+        "upper bound); free that much space (or use "
         f"another --out) and rerun the same command: {resume}")
 
 
