@@ -47,9 +47,14 @@ from geomoe.errors import CubeError
 from geomoe.faults import fault
 from geomoe.tiles import GridSpec, Spec, TableSpec, Tile, plan_fingerprint
 
-FORMAT_VERSION = 2  # 2: tile_done in _geomoe/, provenance on groups, consolidated
+# 2: every setting that changes which chips are embedded or their vectors in the identity;
+#    tile_done in _geomoe/, provenance on every group, consolidated metadata
+FORMAT_VERSION = 2
 BOOKKEEPING = "_geomoe"  # group of the tile completion records (not analyst data)
-IDENTITY_KEYS = ("checkpoint_sha256", "model_size", "embed_dim", "pooling", "dtype")
+IDENTITY_KEYS = ("checkpoint_sha256", "model_size", "embed_dim", "pooling", "dtype", "min_valid",
+                 "mask_bits", "grid", "tile_size", "table_tile", "normalisation")
+#: what a geomoe skeleton holds at its root (besides one directory per group)
+_SKELETON_ROOT = ("zarr.json", "stac_items")
 
 
 class CubeWriteError(CubeError):
@@ -58,6 +63,14 @@ class CubeWriteError(CubeError):
 
 class CubeMismatchError(CubeError):
     """The store was written by another model/checkpoint or for another request."""
+
+
+class ForeignStoreError(CubeWriteError):
+    """The output location holds data geomoe did not write; it is refused and left untouched."""
+
+
+class CubeDiskFullError(CubeWriteError):
+    """The disk filled up during a run; the finished tiles are kept and a rerun resumes."""
 
 
 class MisalignedRegionError(CubeError):
@@ -74,6 +87,28 @@ def ensure_writable(path: Path) -> None:
         raise CubeWriteError(
             f"cannot write the cube to {path}: {exc.strerror or exc}; "
             "choose a writable --out location"
+        ) from None
+
+
+def check_writable(path: Path) -> None:
+    """Like :func:`ensure_writable`, but creates nothing: checks ``path`` if it exists, else the
+    nearest existing parent (a failed start must not leave an empty --out behind)."""
+    path = Path(path).absolute()
+    if path.is_dir() and any(path.iterdir()):
+        return  # not probed: a foreign store is refused untouched, a cube is probed when taken
+    target = path
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    try:
+        if not target.is_dir():
+            raise NotADirectoryError(20, f"{target} is not a directory")
+        probe = target / f".geomoe-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CubeWriteError(
+            f"cannot write the cube to {path}: {exc.strerror or exc}"
+            f"{'' if target == path else f' (in {target})'}; choose a writable --out location"
         ) from None
 
 
@@ -265,33 +300,25 @@ class Cube:
                        dtype: str = "float32", identity: dict[str, Any],
                        attrs: dict[str, Any], items: list[dict]) -> "Cube":
         """Create the skeleton (metadata + coordinates, no chunk data) or verify and reuse
-        an existing store. Raises CubeMismatchError rather than touch a foreign store.
-        The caller must hold ``store_lock(path)``."""
+        an existing store. Raises CubeMismatchError / ForeignStoreError rather than touch a
+        store geomoe did not make for this request. The caller must hold ``store_lock(path)``."""
         path = Path(path)
         if dtype not in ("float32", "float16"):
             raise CubeError(f"dtype must be float32 or float16, not {dtype!r}")
         ensure_writable(path)
-        fingerprint = plan_fingerprint(specs)
-        meta = {"format_version": FORMAT_VERSION, **identity, "dtype": dtype,
-                "plan_fingerprint": fingerprint}
-        root_json = path / "zarr.json"
-        if root_json.exists():
+        meta = cls.identity_meta(specs, dtype, identity)
+        state = cls.check_target(path, meta)
+        if state == "resume":
             existing = zarr.open_group(str(path), mode="r").attrs.asdict()
-            if existing.get("geomoe:skeleton_complete"):
-                cls._verify(path, existing.get("geomoe:identity", {}), meta)
-                cube = cls(path, {s.name: s for s in specs}, existing)
-                cube._clean_partials()
-                return cube
-            if any(existing.get("geomoe:identity", {}).get(k) != meta.get(k) for k in IDENTITY_KEYS) \
-                    and existing.get("geomoe:identity"):
-                cls._verify(path, existing["geomoe:identity"], meta)
-        elif any(p for p in path.iterdir() if not p.name.startswith(".geomoe-write-test")):
-            raise CubeWriteError(
-                f"{path} exists and is not a geomoe cube (no zarr.json); "
-                "refusing to write into it: choose an empty or new --out")
-        # (re)build the skeleton: no tile can be done before the skeleton completed
-        for child in path.iterdir():  # keep the directory itself: the run lock is on its inode
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+            cube = cls(path, {s.name: s for s in specs}, existing)
+            cube._clean_partials()
+            return cube
+        if state == "rebuild":
+            # an unfinished skeleton of this same request (a run killed while creating it):
+            # it holds no tile, and check_target made sure it holds nothing but geomoe's nodes
+            for child in path.iterdir():  # keep the directory itself: the run lock is on its inode
+                if not child.name.startswith(".geomoe-write-test"):
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         root = zarr.open_group(str(path), mode="w-", zarr_format=3)
         root.attrs.update({"geomoe:identity": meta, "geomoe:skeleton_complete": False})
         item_map = {it["id"]: it for it in items}
@@ -321,17 +348,68 @@ class Cube:
         return cls(path, {s.name: s for s in specs}, full)
 
     @staticmethod
-    def _verify(path: Path, found: dict, wanted: dict) -> None:
+    def identity_meta(specs: list[Spec], dtype: str, identity: dict[str, Any]) -> dict[str, Any]:
+        """The ``geomoe:identity`` a store for this request must carry (to create or to resume)."""
+        return {"format_version": FORMAT_VERSION, **identity, "dtype": dtype,
+                "plan_fingerprint": plan_fingerprint(specs)}
+
+    @classmethod
+    def check_target(cls, path: str | os.PathLike, meta: dict[str, Any]) -> str:
+        """What a run may do at ``path``, decided read-only: ``"new"`` (absent or empty),
+        ``"resume"`` (a complete cube of this identity) or ``"rebuild"`` (an unfinished
+        skeleton of this identity, holding no tile). Anything else is refused untouched."""
+        path = Path(path)
+        if not path.exists():
+            return "new"
+        if not path.is_dir():
+            raise CubeWriteError(f"cannot write the cube to {path}: it is a file, not a directory; "
+                                 "choose a new or empty --out")
+        entries = sorted(p.name for p in path.iterdir() if not p.name.startswith(".geomoe-write-test"))
+        if not entries:
+            return "new"
+        attrs = _root_attrs(path)
+        found = attrs.get("geomoe:identity") if attrs is not None else None
+        if not isinstance(found, dict):
+            what = ("a Zarr store geomoe did not write (no geomoe:identity)" if attrs is not None
+                    else "no zarr.json" if "zarr.json" not in entries else "an unreadable zarr.json")
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise ForeignStoreError(
+                f"{path} exists and is not a geomoe cube ({what}; it holds {shown}); refusing to "
+                "write into it, it is left untouched: choose a new or empty --out")
+        complete = bool(attrs.get("geomoe:skeleton_complete"))
+        cls._verify(path, found, meta, complete=complete)
+        if complete:
+            return "resume"
+        extra = [e for e in entries if e not in _SKELETON_ROOT and not e.endswith(".partial")
+                 and not (path / e / "zarr.json").is_file()]
+        if extra:
+            raise ForeignStoreError(
+                f"{path} holds an unfinished geomoe cube and other files ({', '.join(extra[:5])}); "
+                "refusing to write into it, it is left untouched: choose a new or empty --out")
+        return "rebuild"
+
+    @staticmethod
+    def _verify(path: Path, found: dict, wanted: dict, complete: bool = True) -> None:
+        keep = ("its data is left untouched" if complete else
+                "it is an unfinished skeleton (no embeddings) that an interrupted run left; "
+                "it is left untouched")
+        if found.get("format_version", 1) != wanted.get("format_version"):
+            raise CubeMismatchError(
+                f"{path} was made by another geomoe version (cube format "
+                f"{found.get('format_version', 1)}, this geomoe writes {wanted.get('format_version')}) "
+                "whose identity does not record every setting that shapes the vectors "
+                f"({', '.join(IDENTITY_KEYS)}), so it cannot be resumed safely; {keep}: finish it "
+                "with the geomoe version that made it, or use another --out")
         diff = [k for k in IDENTITY_KEYS if found.get(k) != wanted.get(k)]
         if diff:
-            what = ", ".join(f"{k}: store has {found.get(k)!r}, this run {wanted.get(k)!r}" for k in diff)
+            what = ", ".join(f"{k}={found.get(k)!r} (you asked {wanted.get(k)!r})" for k in diff)
             raise CubeMismatchError(
-                f"{path} was written by a different model or settings ({what}); its data is "
-                "left untouched: use another --out, or the same checkpoint/pooling/dtype")
+                f"cube {path} was made with a different model or settings: {what}; {keep}: rerun "
+                f"with the same {'/'.join(diff)}, or use another --out for the new settings")
         if found.get("plan_fingerprint") != wanted.get("plan_fingerprint"):
             raise CubeMismatchError(
                 f"{path} holds a different request (AOI, datetime, catalog contents or tile size "
-                "differ, so the planned chips differ); its data is left untouched: "
+                f"differ, so the planned chips differ); {keep}: "
                 "use another --out to embed this request")
 
     @classmethod
@@ -351,17 +429,22 @@ class Cube:
         for p in glob.glob(str(self.path / "**" / "*.partial"), recursive=True):
             os.unlink(p)
 
-    def new_run(self) -> int:
+    def new_run(self, info: dict[str, Any] | None = None) -> int:
         """Register a new run; its number is stored in ``tile_done`` of every tile it writes.
 
+        ``info`` (e.g. device, precision: settings outside the identity) is appended to the
+        ``geomoe:run_log`` attribute, so the cube says how each run's tiles were computed.
         Also drops the consolidated metadata of the previous run (the root's ``zarr.json`` is
         rewritten from the non-consolidated view), before any tile of this run is written: a
         store carries consolidated metadata only while its last run has finished
         (:meth:`finish`), so a killed run leaves none that could describe it as complete."""
         root = zarr.open_group(str(self.path), mode="r+", use_consolidated=False)
         n = int(root.attrs.get("geomoe:runs", 0)) + 1
-        root.attrs["geomoe:runs"] = n
-        self.attrs["geomoe:runs"] = n
+        extra: dict[str, Any] = {"geomoe:runs": n}
+        if info is not None:
+            extra["geomoe:run_log"] = [*root.attrs.get("geomoe:run_log", []), {"run": n, **info}]
+        root.attrs.update(extra)  # one zarr.json write
+        self.attrs.update(extra)
         return n
 
     def items(self) -> list[dict]:
@@ -456,6 +539,35 @@ class Cube:
         arr = zarr.open_array(str(self.path), path=tile_done_path(tile.group), mode="r+")
         arr[tile.key] = run  # ... then the completion record (one atomic chunk file)
         _fsync([self._chunk(f"{BOOKKEEPING}/{tile.group}", "tile_done", tile.key)])
+
+
+def _root_attrs(path: Path) -> dict[str, Any] | None:
+    """Attributes of the Zarr v3 root at ``path`` read as plain JSON (no zarr needed), or None."""
+    try:
+        doc = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    attrs = doc.get("attributes", {})
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def tile_bytes(spec: Spec, tile: Tile, dim: int, dtype: str, block: int = 1) -> int:
+    """Bytes one tile's chunk files take at most: uncompressed (chunks compress), each file
+    rounded up to the filesystem's ``block`` size. For a full-disk estimate."""
+    item = np.dtype(dtype).itemsize
+
+    def f(n: int) -> int:
+        return -(-n // block) * block
+
+    if isinstance(spec, GridSpec):
+        ys, xs = spec.region(tile)
+        n = (ys.stop - ys.start) * (xs.stop - xs.start)
+        return len(spec.times) * (f(n * dim * item) + f(n * 4)) + f(2)
+    sl = spec.region(tile)
+    n = sl.stop - sl.start
+    return f(n * dim * item) + f(n * 4) + 4 * f(n * 8) + f(2)
 
 
 def read_items(path: str | os.PathLike) -> list[dict]:

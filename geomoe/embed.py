@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import errno
+import json
 import os
 import queue
 import threading
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 import geomoe
-from geomoe.cube import Cube, ensure_writable
+from geomoe.cube import Cube, CubeDiskFullError, check_writable, ensure_writable, tile_bytes
 from geomoe.device import autocast, check_precision, infer_bf16, resolve_device
 from geomoe.errors import CheckpointError, GeomoeError
 from geomoe.faults import fault
@@ -56,6 +58,24 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
         f"no checkpoint given and the demo checkpoint {DEFAULT_CHECKPOINT} does not exist; "
         "create it with `geomoe pretrain` (see README, 'demo checkpoint') or pass "
         "--checkpoint PATH (e.g. the published pretrained_S_best.pth)")
+
+
+_CKPT_INFO: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def checkpoint_info(path: Path) -> dict[str, Any]:
+    """Load and verify the checkpoint (CheckpointError if unusable); its sha256 and config.
+
+    Cached per (path, size, mtime): the start-up checks and ``prepare`` load it once."""
+    from geomoe.model import checkpoint_sha256, load_checkpoint
+
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _CKPT_INFO:
+        model = load_checkpoint(path, map_location="cpu")
+        _CKPT_INFO[key] = {"sha256": checkpoint_sha256(path), "config": dataclasses.asdict(model.config),
+                           "embed_dim": int(model.embed_dim)}
+    return _CKPT_INFO[key]
 
 
 _MODELS: dict[tuple[str, str, str, bool], torch.nn.Module] = {}
@@ -170,24 +190,66 @@ def _aoi_json(aoi: Any, geom: Any) -> Any:
             "geometry": sgeom.mapping(geom)}
 
 
+def identity(req: EmbedRequest, info: dict[str, Any], specs: list[Spec]) -> dict[str, Any]:
+    """Every setting that decides which chips are embedded or what their vectors are: a cube
+    is resumed only with all of them equal (precision and device are not among them)."""
+    from geomoe.bands import DN_MEAN, DN_STD
+    from geomoe.qa import DEFAULT_MASK_BITS
+
+    return {"checkpoint_sha256": info["sha256"], "model_size": info["config"].get("size"),
+            "embed_dim": info["embed_dim"], "pooling": req.pooling, "min_valid": float(req.min_valid),
+            "mask_bits": [int(b) for b in DEFAULT_MASK_BITS],  # the chip reader's QA mask
+            "grid": ",".join(sorted({"fixed" if s.layout == "grid" else "item" for s in specs})),
+            "tile_size": int(req.tile_size), "table_tile": int(req.table_tile),
+            "normalisation": {"mean": [float(v) for v in DN_MEAN], "std": [float(v) for v in DN_STD]}}
+
+
+def check_assets(items: list, specs: list[Spec]) -> None:
+    """Open the header of every band and QA file the plan will read, where it is a local file
+    (cheap); remote assets are left to the reader. RasterReadError names a missing file."""
+    from geomoe.errors import RasterReadError
+    from geomoe.reader import RasterPool, resolve_assets
+
+    needed = {str(i) for s in specs for i in s.chips["item_id"]}
+    pool = RasterPool(epsg_check=False)
+    try:
+        for it in items:
+            if it.id not in needed:
+                continue
+            a = resolve_assets(it)
+            for href in (*a.hrefs, *([a.qa_href] if a.qa_href else [])):
+                local = href[len("file://"):] if href.startswith("file://") else href
+                if not local.startswith("/") or local.startswith("/vsi"):
+                    continue
+                if not os.path.isfile(local):
+                    raise RasterReadError(
+                        f"item {it.id!r} needs {local}, which does not exist; nothing was written: "
+                        "restore the file or fix the catalog's asset href")
+                pool.open(href)
+    finally:
+        pool.close()
+
+
 def search_and_plan(req: EmbedRequest) -> tuple[Any, list, list[Spec]]:
-    """AOI -> items -> chip plan -> cube layout. Touches no output (bad input fails here)."""
+    """AOI -> items -> chip plan -> cube layout, after every cheap check of the input: the
+    checkpoint loads, the output is writable, the plan's local rasters open and a store at
+    ``out`` is this request's cube. Touches no output (bad input fails here)."""
     req.validate()
-    return _search(req)
+    info = checkpoint_info(resolve_checkpoint(req.checkpoint))
+    check_writable(Path(req.out))
+    geom, items, specs = _search(req)
+    check_assets(items, specs)
+    Cube.check_target(req.out, Cube.identity_meta(specs, req.dtype, identity(req, info, specs)))
+    return geom, items, specs
 
 
 def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
     """Search, plan and create/verify the cube. The caller must hold ``store_lock(out)``."""
-    from geomoe.model import checkpoint_sha256, load_checkpoint
-
     req.validate()
     ckpt = resolve_checkpoint(req.checkpoint)
     geom, items, specs = planned if planned is not None else _search(req)
-    sha = checkpoint_sha256(ckpt)
-    model = load_checkpoint(ckpt, map_location="cpu")
-    cfg = dataclasses.asdict(model.config)
-    identity = {"checkpoint_sha256": sha, "model_size": cfg.get("size"),
-                "embed_dim": int(model.embed_dim), "pooling": req.pooling}
+    info = checkpoint_info(ckpt)
+    sha, cfg, dim = info["sha256"], info["config"], info["embed_dim"]
     attrs = {
         "title": "geomoe embedding cube",
         "geomoe:version": geomoe.__version__,
@@ -204,8 +266,8 @@ def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
                                                                     "SR_B5", "SR_B6", "SR_B7"]},
         "geomoe:created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    cube = Cube.create_or_open(req.out, specs, dim=int(model.embed_dim), dtype=req.dtype,
-                               identity=identity, attrs=attrs,
+    cube = Cube.create_or_open(req.out, specs, dim=dim, dtype=req.dtype,
+                               identity=identity(req, info, specs), attrs=attrs,
                                items=[it.to_dict(transform_hrefs=False) for it in items])
     return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt, sha)
 
@@ -447,6 +509,9 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
 
     Holds an exclusive lock on ``out`` for the whole run (a second run is refused with
     CubeLockedError). Returns an EmbedSummary; ``progress`` is called after each batch.
+    Bad input is refused before anything is created (:func:`search_and_plan`); a run that
+    fails before finishing any tile removes the store it created; a full disk raises
+    CubeDiskFullError (one line: where, about how much more space, a rerun resumes).
     ``precision``: ``auto`` embeds in bf16 autocast on CUDA and fp32 on CPU. ``bf16`` with
     ``compile`` on a CPU with AVX512-BF16 is 2-3x fp32 end to end (2-core Zen 5; 1.7-2x on
     Zen 4; benchmarks/bench_embed.py; eager bf16 is no faster), vectors within ~1e-2 relative.
@@ -459,33 +524,136 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
                        tile_size=tile_size, table_tile=table_tile, grid=grid, read_workers=read_workers,
                        compile=compile, precision=precision)
     req.validate()
-    resolve_checkpoint(req.checkpoint)  # fail before any search or write
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    planned = search_and_plan(req)  # bad AOI / no scenes: nothing is created
+    planned = search_and_plan(req)  # every cheap check; bad input: nothing is created
+    created = _first_missing(Path(req.out))  # what this run creates (removed if it fails early)
     ensure_writable(Path(req.out))
+    precision_used = "bf16" if infer_bf16(dev, req.precision) else "fp32"
     with store_lock(req.out):
-        prep = prepare(req, planned)
-        cube = prep.cube
-        run = cube.new_run()
-        tiles = cube.tiles()
-        pending = cube.pending_tiles()
-        total = sum(cube.specs[t.group].n_planned(t) for t in tiles)
-        already = total - sum(cube.specs[t.group].n_planned(t) for t in pending)
-        model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
-        dim = int(model.embed_dim)
-        counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)
-        from geomoe.stac_output import write_cube_item
+        prep = None
+        try:
+            prep = prepare(req, planned)
+            cube = prep.cube
+            run = cube.new_run({"device": str(dev), "precision": precision_used,
+                                "geomoe_version": geomoe.__version__,
+                                "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+            tiles = cube.tiles()
+            pending = cube.pending_tiles()
+            total = sum(cube.specs[t.group].n_planned(t) for t in tiles)
+            already = total - sum(cube.specs[t.group].n_planned(t) for t in pending)
+            model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
+            dim = int(model.embed_dim)
+            counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)
+            from geomoe.stac_output import write_cube_item
 
-        stac_path = write_cube_item(cube)
-        cube.finish()  # consolidated metadata: last, once every tile is done
+            stac_path = write_cube_item(cube)
+            cube.finish()  # consolidated metadata: last, once every tile is done
+        except Exception as exc:
+            kept = _after_failure(req, prep, created)
+            full = _disk_full(exc)
+            if full is not None:
+                raise _disk_full_error(req, prep, planned, full, kept) from None
+            raise
     return EmbedSummary(
         out=str(req.out), groups=list(cube.specs), chips_planned=total,
         chips_embedded=counts["embedded"], chips_skipped_cloud=counts["skipped"],
         tiles_total=len(tiles), tiles_written=len(pending), tiles_already_done=len(tiles) - len(pending),
         seconds=time.perf_counter() - t0, run=run, checkpoint=str(prep.checkpoint),
         checkpoint_sha256=prep.sha256, device=str(dev), stac_item=str(stac_path),
-        precision="bf16" if infer_bf16(dev, req.precision) else "fp32")
+        precision=precision_used)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` that does not exist yet (None if it exists)."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _after_failure(req: EmbedRequest, prep: Prepared | None, created: Path | None) -> int:
+    """After a failed run: the number of finished tiles kept. A cube this run created and
+    finished no tile of (a failed start) is removed, with the directories it made for it."""
+    done = 0
+    if prep is not None:
+        try:
+            done = len(prep.cube.tiles()) - len(prep.cube.pending_tiles())
+        except Exception:  # the skeleton itself may be what failed
+            done = 0
+    if created is None or done:
+        return done
+    import shutil
+
+    from geomoe.cube import _root_attrs
+
+    out = Path(req.out).absolute()
+    entries = [p for p in out.iterdir() if not p.name.startswith(".geomoe-write-test")] if out.is_dir() else []
+    if entries and "geomoe:identity" not in (_root_attrs(out) or {}):
+        return 0  # not what this run made (someone wrote there meanwhile): never delete it
+    shutil.rmtree(out, ignore_errors=True)  # we hold its lock: everything in it is this run's
+    d = out.parent
+    while d != created.parent and d.is_dir() and not any(d.iterdir()):
+        d.rmdir()
+        d = d.parent
+    return 0
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The out-of-space OSError behind ``exc`` (zarr and xarray may wrap it), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _disk_full_error(req: EmbedRequest, prep: Prepared | None, planned: tuple, exc: OSError,
+                     kept: int) -> CubeDiskFullError:
+    """One line for a full disk: where, about how much more is needed, and that a rerun resumes."""
+    specs = list(prep.specs.values()) if prep is not None else planned[2]
+    try:
+        pending = prep.cube.pending_tiles() if prep is not None and kept else [t for s in specs for t in s.tiles()]
+    except Exception:
+        pending = [t for s in specs for t in s.tiles()]
+    by_name = {s.name: s for s in specs}
+    dim = int(checkpoint_info(resolve_checkpoint(req.checkpoint))["embed_dim"])
+    try:
+        block = os.statvfs(Path(req.out).absolute().parent).f_frsize or 4096
+    except OSError:
+        block = 4096
+    need = sum(tile_bytes(by_name[t.group], t, dim, req.dtype, block) for t in pending)
+    need += 64 * 1024 + 16 * block  # the STAC item beside the store and rewritten metadata (zarr.json)
+    what = f"the {len(pending)} tile(s) not yet written"
+    if not kept:  # the skeleton is made again too: coordinates, source items, metadata files
+        need += sum(len(json.dumps(it.to_dict(transform_hrefs=False), default=str)) for it in planned[1])
+        for s in specs:
+            n = s.ny * s.nx if isinstance(s, GridSpec) else s.n
+            need += n * 8 * 8 + 32 * block
+        what = f"the cube's skeleton and {what}"
+    where = f" (at {exc.filename})" if exc.filename and str(exc.filename) != str(req.out) else ""
+    resume = (f"it resumes, keeping the {kept} tile(s) already finished" if kept else
+              "no tile was finished, so it starts over")
+    return CubeDiskFullError(
+        f"no space left on the device while writing the cube {req.out}{where}: about "
+        f"{_size(need)} more are needed for {what} (an estimate: the uncompressed size, an "
+        "upper bound); free that much space (or use "
+        f"another --out) and rerun the same command: {resume}")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TiB"
 
 
 def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: int, progress,
