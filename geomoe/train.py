@@ -10,7 +10,9 @@ A run lives in one folder (``out``):
 - ``metrics.csv``  one row per step: loss terms, MoE loss, LR, grad norm, chips/s.
 - ``previews/step_XXXXXXX.png``  input RGB / masked input / reconstruction at each checkpoint.
 - ``run.json``  what the run trained on (catalog, AOI, item count, the latest scene datetime
-  ``data_end``) and where it stopped; the scheduled retraining reads it.
+  ``data_end``) and where it stopped; the scheduled retraining reads it. Its ``kind`` marks the
+  folder as a geomoe run: only such a folder can be replaced (``overwrite``), and only the files
+  listed here are removed.
 
 Exact resume: everything random is drawn from state that is saved (global torch RNG for routing
 noise, a dedicated CPU generator for the masks, numpy/python RNGs, and the chip stream whose order
@@ -155,8 +157,8 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _bad(name: str, valid: str, got: Any) -> None:
-    raise TrainConfigError(f"{name} ({_option(name)}) must be {valid}; got {got!r}")
+def _bad(name: str, valid: str, got: Any, option: str | None = None) -> None:
+    raise TrainConfigError(f"{name} ({option or _option(name)}) must be {valid}; got {got!r}")
 
 
 def _is_num(v: Any) -> bool:
@@ -168,9 +170,10 @@ def _check_int(name: str, v: Any, lo: int) -> None:
         _bad(name, f"an integer >= {lo}", v)
 
 
-def _check_num(name: str, v: Any, valid: str, ok: Callable[[float], bool]) -> None:
+def _check_num(name: str, v: Any, valid: str, ok: Callable[[float], bool],
+               option: str | None = None) -> None:
     if not (_is_num(v) and math.isfinite(float(v)) and ok(float(v))):
-        _bad(name, valid, v)
+        _bad(name, valid, v, option)
 
 
 @dataclass
@@ -292,7 +295,7 @@ def train(
     if stop_at_step is not None:
         _check_int("stop_at_step", stop_at_step, 1)
     if max_seconds is not None:
-        _check_num("max_seconds", max_seconds, "> 0 (--max-minutes > 0)", lambda v: v > 0)
+        _check_num("max_seconds", max_seconds, "> 0", lambda v: v > 0, option="--max-minutes * 60")
     if resume and overwrite:
         raise TrainConfigError(
             f"resume and overwrite exclude each other: resume continues the run in {out}, "
@@ -391,6 +394,7 @@ def train(
         preview = peek.next_batch(config.n_preview)
         del peek
         # the data is readable: now (and only now) clear what geomoe wrote for an earlier run
+        check_run_folder(out, overwrite=overwrite)  # again: the folder may have changed since
         remove_run_files(out)
         out.mkdir(parents=True, exist_ok=True)
         # the global RNGs are re-seeded so that the first step is the same with or without
