@@ -37,8 +37,51 @@ def pca_rgb(emb: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.clip((pcs - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
 
 
-def plot_cube(path: str | os.PathLike, out: str | os.PathLike | None = None, *, dpi: int = 110) -> Path:
-    """Write the PNG (default ``<cube>.png`` beside the store) and return its path."""
+#: PNG text key that marks a file as a geomoe plot (its value: the cube it shows).
+PNG_KEY = "geomoe-plot-of"
+
+
+class PlotExistsError(CubeError):
+    """The plot's PNG path holds a file that would be replaced silently."""
+
+
+def plotted_cube(png: Path) -> str | None:
+    """The cube a geomoe plot PNG shows (from its text chunk), None for any other file."""
+    try:
+        from PIL import Image
+
+        with Image.open(png) as im:
+            im.load()
+            return (getattr(im, "text", None) or {}).get(PNG_KEY)
+    except Exception:  # noqa: BLE001 - not a readable PNG: not ours
+        return None
+
+
+def check_plot_out(out: Path, cube: Path, *, overwrite: bool = False) -> None:
+    """Refuse, before plotting, a PNG path where a file would be replaced silently.
+
+    A geomoe plot of the same cube is redrawn (it is a view of data still on disk, and
+    `embed-region --plot` redraws it after each run); a geomoe plot of another cube only with
+    `overwrite`; any other file never.
+    """
+    if not (out.exists() or out.is_symlink()):
+        return
+    shown = None if out.is_dir() or out.is_symlink() else plotted_cube(out)
+    if shown is None:
+        raise PlotExistsError(f"{out} exists and is not a geomoe plot: it is never replaced, "
+                              "even with --overwrite; choose another --out")
+    if shown != str(cube.resolve()) and not overwrite:
+        raise PlotExistsError(f"{out} already holds a geomoe plot of another cube ({shown}): "
+                              "pass --overwrite to replace it, or choose another --out")
+
+
+def plot_cube(path: str | os.PathLike, out: str | os.PathLike | None = None, *, dpi: int = 110,
+              overwrite: bool = False) -> Path:
+    """Write the PNG (default ``<cube>.png`` beside the store) and return its path.
+
+    An existing PNG there is replaced only if it is a geomoe plot, of another cube only with
+    `overwrite` (see `check_plot_out`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,6 +91,7 @@ def plot_cube(path: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     if not path.exists():
         raise CubeError(f"no cube at {path}: run `geomoe embed-region` first or check the path")
     out = Path(out) if out else path.with_name(path.name + ".png")
+    check_plot_out(out, path, overwrite=overwrite)
     panels = []  # (title, kind, data)
     for g in cube_groups(path):
         ds = open_group(path, g)
@@ -98,8 +142,11 @@ def plot_cube(path: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     fig.suptitle(f"{path.name}: embedding PCs 1-3 as RGB\n(white = not computed, grey = skipped: cloud/fill)",
                  fontsize=9)
     fig.tight_layout()
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png", metadata={PNG_KEY: str(path.resolve())})
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out

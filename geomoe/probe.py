@@ -23,8 +23,11 @@ reports say so and give the spread.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +65,18 @@ class LabelsMissingError(GeomoeError):
 
 class CheckpointSizeError(CheckpointError):
     """A checkpoint is of another model size than the one asked for."""
+
+
+class ReportExistsError(GeomoeError):
+    """A report file would be replaced silently (or is not geomoe's and is never replaced)."""
+
+
+class ProbeFoldsWarning(UserWarning):
+    """The probe used fewer folds than asked, because a class has too few samples."""
+
+
+#: What a probe report.json says it is: the mark that lets --overwrite replace it.
+REPORT_KIND = "geomoe-probe-report"
 
 
 # ---------------------------------------------------------------------------------- data
@@ -377,9 +392,7 @@ def cv_multiclass(
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
 
-    n_folds = min(n_folds, int(np.bincount(y).min()))
-    if n_folds < 2:
-        raise LabelsMissingError("every class needs at least 2 samples for cross-validation")
+    n_folds = multiclass_folds(y, n_folds)
     acc, per_class = [], []
     for r in range(n_repeats):
         skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed * 1000 + r)
@@ -394,6 +407,27 @@ def cv_multiclass(
     return {"accuracy_folds": acc, "accuracy_mean": float(np.mean(acc)),
             "accuracy_std": float(np.std(acc)), "n_folds": n_folds,
             "per_class_accuracy_mean": [_nan_none(v) for v in _nanmean(pc)]}
+
+
+def multiclass_folds(y: np.ndarray, n_folds: int, classes: Sequence[str] | None = None) -> int:
+    """The k a stratified k-fold can use: at most the size of the smallest class.
+
+    Fewer folds than asked changes what the spread means, so it is warned about
+    (ProbeFoldsWarning) and `run_probe` records both numbers in the report.
+    """
+    counts = np.bincount(np.asarray(y))
+    present = counts[counts > 0] if len(counts) else counts
+    smallest = int(present.min()) if len(present) else 0
+    if smallest < 2:
+        raise LabelsMissingError("every class needs at least 2 samples for cross-validation")
+    if smallest >= n_folds:
+        return n_folds
+    k = int(np.flatnonzero(counts == smallest)[0])
+    name = classes[k] if classes is not None else f"#{k}"
+    warnings.warn(ProbeFoldsWarning(
+        f"class {name!r} has only {smallest} samples: the probe uses {smallest} folds instead of "
+        f"the {n_folds} asked; add samples to that class for {n_folds}-fold CV"), stacklevel=2)
+    return smallest
 
 
 def _nanmean(a: np.ndarray) -> np.ndarray:
@@ -419,13 +453,19 @@ def run_probe(
     pooling: str = "mean", catalog: str | Path | None = None, dataset_dir: str | Path | None = None,
     n_folds: int = 5, n_repeats: int = 5, seed: int = 0, baseline: bool = True,
     use_metadata: bool = True, report: str | Path | None = None, min_valid: float = 0.9,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Probe one encoder (and, unless `baseline=False`, random weights of the same size on the
-    same folds); write `report` (.json) plus the same stem .csv and .png when given."""
+    same folds); write `report` (.json) plus the same stem .csv and .png when given.
+
+    An existing report set is replaced only with `overwrite` and only if geomoe wrote it.
+    """
     from geomoe.model.mae import POOLINGS
 
     if pooling not in POOLINGS:
         raise GeomoeError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if report is not None:
+        check_report_paths(Path(report), overwrite=overwrite)
     model, desc = load_probe_model(checkpoint, random_init=random_init, size=size, seed=seed)
     if dataset_dir is not None:
         data = load_folder_dataset(dataset_dir)
@@ -433,13 +473,17 @@ def run_probe(
         data = load_bigearthnet(catalog, min_valid=min_valid, use_metadata=use_metadata)
     emb = embed_data(model, data, pooling)
     cv = _single_threaded(cv_multilabel if data.multilabel else cv_multiclass)
+    asked = n_folds
+    if not data.multilabel:  # warned once here; the baselines below reuse the same k
+        n_folds = multiclass_folds(data.y, n_folds, data.classes)
     res = cv(emb, data.y, n_folds=n_folds, n_repeats=n_repeats, seed=seed)
     rep: dict[str, Any] = {
+        "kind": REPORT_KIND,
         "task": "bigearthnet-multilabel" if data.multilabel else "folder-multiclass",
         "dataset": str(dataset_dir or catalog or DEFAULT_LABELLED_CATALOG),
         **desc, "pooling": pooling, "metadata": bool(use_metadata and data.week is not None),
         "n_samples": len(data.ids), "n_folds": res.get("n_folds", n_folds),
-        "n_repeats": n_repeats, "seed": seed, "counts": data.counts, "classes": data.classes,
+        "n_folds_requested": asked, "n_repeats": n_repeats, "seed": seed, "counts": data.counts, "classes": data.classes,
         "class_counts": _class_counts(data), "embedding_dim": int(emb.shape[1]),
         "stratification": ("iterative multi-label stratification (Sechidis et al. 2011)"
                            if data.multilabel else "stratified k-fold"),
@@ -519,9 +563,13 @@ def _summary(rep: dict[str, Any]) -> str:
     else:
         lines.append(
             f"{rep['checkpoint']} ({rep['pooling']} pooling), {rep['n_samples']} images, "
-            f"{len(rep['classes'])} classes: accuracy {100 * rep['accuracy_mean']:.1f} +- "
-            f"{100 * rep['accuracy_std']:.1f}"
+            f"{len(rep['classes'])} classes, {rep['n_repeats']}x{rep['n_folds']}-fold: accuracy "
+            f"{100 * rep['accuracy_mean']:.1f} +- {100 * rep['accuracy_std']:.1f}"
         )
+    asked = rep.get("n_folds_requested", rep["n_folds"])
+    if rep["n_folds"] != asked:
+        lines.append(f"  folds: {rep['n_folds']} used, {asked} asked (a class has only "
+                     f"{rep['n_folds']} samples; see class_counts)")
     for k, c in rep.get("comparison", {}).items():
         verdict = ("beats" if c["beats_random_by_more_than_spread"] else
                    "does NOT beat")
@@ -542,6 +590,47 @@ def _summary(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def report_paths(path: Path) -> tuple[Path, Path, Path]:
+    """The .json report and the .csv and .png written beside it."""
+    return path, path.with_suffix(".csv"), path.with_suffix(".png")
+
+
+def is_geomoe_report(path: Path) -> bool:
+    """True if `path` is a probe report.json geomoe wrote (marked, or older reports' layout)."""
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(rep, dict):
+        return False
+    return rep.get("kind") == REPORT_KIND or {"task", "paper_reference", "summary",
+                                              "checkpoint"} <= rep.keys()
+
+
+def check_report_paths(path: Path, *, overwrite: bool = False) -> None:
+    """Refuse, before probing, a report that would replace files silently.
+
+    The .json/.csv/.png set is replaced only with `overwrite` and only when the .json is a
+    geomoe probe report (the .csv and .png beside it were written with it). Anything else is
+    never replaced: a foreign file, or a .csv/.png without geomoe's report.json.
+    """
+    if path.suffix.lower() != ".json":
+        raise ReportExistsError(
+            f"--report {path} must end in .json (the .csv and .png are written beside it)")
+    existing = [p for p in report_paths(path) if p.exists() or p.is_symlink()]
+    if not existing:
+        return
+    if any(p.is_dir() for p in existing) or not is_geomoe_report(path):
+        names = ", ".join(str(p) for p in existing)
+        raise ReportExistsError(
+            f"--report {path}: {names} exist(s) and geomoe did not write them as a probe report; "
+            "they are never replaced, even with --overwrite: choose another --report path")
+    if not overwrite:
+        raise ReportExistsError(
+            f"--report {path} already holds a geomoe probe report: pass --overwrite to replace "
+            "it (.json, .csv, .png), or choose another --report path")
+
+
 def write_report(rep: dict[str, Any], emb: np.ndarray, data: ProbeData, path: Path) -> None:
     """report.json, report.csv (per-class scores) and report.png (bars + PCA of embeddings)."""
     from geomoe.train_state import atomic_write_bytes
@@ -549,23 +638,29 @@ def write_report(rep: dict[str, Any], emb: np.ndarray, data: ProbeData, path: Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(rep, indent=2) + "\n").encode())
     csv_path = path.with_suffix(".csv")
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        if data.multilabel:
-            w.writerow(["class", "n_positive", "ap_mean", "ap_std", "folds_defined"])
-            for k, c in enumerate(data.classes):
-                w.writerow([c, rep["class_counts"][c], rep["per_class_ap_mean"][k],
-                            rep["per_class_ap_std"][k], rep["per_class_folds_defined"][k]])
-            w.writerow(["ALL (micro mAP)", int(data.y.sum()), rep["micro_map_mean"],
-                        rep["micro_map_std"], len(rep["micro_map_folds"])])
-            w.writerow(["ALL (macro mAP)", "", rep["macro_map_mean"], rep["macro_map_std"],
-                        len(rep["macro_map_folds"])])
-        else:
-            w.writerow(["class", "n", "accuracy_mean"])
-            for k, c in enumerate(data.classes):
-                w.writerow([c, rep["class_counts"][c], rep["per_class_accuracy_mean"][k]])
-            w.writerow(["ALL", len(data.ids), rep["accuracy_mean"]])
+    buf = io.StringIO(newline="")
+    _write_csv(rep, data, buf)
+    atomic_write_bytes(csv_path, buf.getvalue().encode())
     _plot(rep, emb, data, path.with_suffix(".png"))
+
+
+def _write_csv(rep: dict[str, Any], data: ProbeData, fh: Any) -> None:
+    """The per-class table of the report (`fh` is a text stream)."""
+    w = csv.writer(fh)
+    if data.multilabel:
+        w.writerow(["class", "n_positive", "ap_mean", "ap_std", "folds_defined"])
+        for k, c in enumerate(data.classes):
+            w.writerow([c, rep["class_counts"][c], rep["per_class_ap_mean"][k],
+                        rep["per_class_ap_std"][k], rep["per_class_folds_defined"][k]])
+        w.writerow(["ALL (micro mAP)", int(data.y.sum()), rep["micro_map_mean"],
+                    rep["micro_map_std"], len(rep["micro_map_folds"])])
+        w.writerow(["ALL (macro mAP)", "", rep["macro_map_mean"], rep["macro_map_std"],
+                    len(rep["macro_map_folds"])])
+    else:
+        w.writerow(["class", "n", "accuracy_mean"])
+        for k, c in enumerate(data.classes):
+            w.writerow([c, rep["class_counts"][c], rep["per_class_accuracy_mean"][k]])
+        w.writerow(["ALL", len(data.ids), rep["accuracy_mean"]])
 
 
 def dominant_class(data: ProbeData) -> np.ndarray:
@@ -621,8 +716,13 @@ def _plot(rep: dict[str, Any], emb: np.ndarray, data: ProbeData, png: Path) -> N
     fig.suptitle(f"linear probe: {rep['checkpoint']} - {rep['pooling']} pooling, "
                  f"{rep['n_samples']} samples", fontsize=10)
     fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    tmp = png.with_name(f".{png.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=90, format="png")
+        os.replace(tmp, png)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 def write_folder_dataset(

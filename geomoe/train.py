@@ -10,7 +10,9 @@ A run lives in one folder (``out``):
 - ``metrics.csv``  one row per step: loss terms, MoE loss, LR, grad norm, chips/s.
 - ``previews/step_XXXXXXX.png``  input RGB / masked input / reconstruction at each checkpoint.
 - ``run.json``  what the run trained on (catalog, AOI, item count, the latest scene datetime
-  ``data_end``) and where it stopped; the scheduled retraining reads it.
+  ``data_end``) and where it stopped; the scheduled retraining reads it. Its ``kind`` marks the
+  folder as a geomoe run: only such a folder can be replaced (``overwrite``), and only the files
+  listed here are removed.
 
 Exact resume: everything random is drawn from state that is saved (global torch RNG for routing
 noise, a dedicated CPU generator for the masks, numpy/python RNGs, and the chip stream whose order
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from geomoe.device import resolve_device, train_bf16
+from geomoe.errors import GeomoeError
 from geomoe.stream import ChipStream, TrainChips
 from geomoe.train_state import (
     ResumeMismatchError,
@@ -49,6 +52,18 @@ METRIC_FIELDS = (
     "step", "epoch", "loss", "loss_masked", "loss_unmasked", "moe_loss", "lr", "grad_norm",
     "chips_per_s", "data_s", "step_s", "elapsed_s",
 )
+#: What `run.json` says a folder is: the mark that lets geomoe replace a run with --overwrite.
+RUN_KIND = "geomoe-pretrain-run"
+
+
+class TrainConfigError(GeomoeError, ValueError):
+    """A training setting is out of its valid range (checked before anything is written)."""
+
+
+class RunFolderError(GeomoeError):
+    """`out` holds a run (or files) that a new run would silently replace."""
+
+
 #: Settings that must not change when a run resumes (they change what step k means).
 _FROZEN_ON_RESUME = ("size", "batch_size", "seed", "mask_ratio", "min_valid", "lr",
                      "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip")
@@ -78,6 +93,45 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training pass (geomoe.model.compile_for_training)
     n_preview: int = 4
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise TrainConfigError naming the first setting out of range (and its CLI option).
+
+        Checked on construction and again by `train`, so the CLI, the Python API and the Prefect
+        flow all refuse bad numbers before a run folder is created.
+        """
+        from geomoe.model.config import SIZES, config_for
+
+        if str(self.size).upper() not in SIZES:
+            _bad("size", f"one of {', '.join(SIZES)}", self.size)
+        _check_int("steps", self.steps, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("checkpoint_every", self.checkpoint_every, 1)
+        if self.warmup_steps is not None:
+            _check_int("warmup_steps", self.warmup_steps, 0)
+        _check_int("shuffle_buffer", self.shuffle_buffer, 0)
+        _check_int("max_cache_chips", self.max_cache_chips, 0)
+        _check_int("n_preview", self.n_preview, 1)
+        _check_num("lr", self.lr, "> 0", lambda v: v > 0)
+        _check_num("weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)
+        _check_num("min_valid", self.min_valid, "in [0, 1]", lambda v: 0 <= v <= 1)
+        _check_num("min_lr_ratio", self.min_lr_ratio, "in [0, 1]", lambda v: 0 <= v <= 1)
+        _check_num("grad_clip", self.grad_clip, "> 0", lambda v: v > 0)
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(_is_num(b) and 0 <= b < 1 for b in betas):
+            _bad("betas", "two numbers in [0, 1)", self.betas)
+        n = config_for(self.size).num_patches
+        _check_num("mask_ratio", self.mask_ratio, "in (0, 1) exclusive",
+                   lambda v: 0 < v < 1)
+        keep = int(round(n * (1.0 - self.mask_ratio)))
+        if not 1 <= keep <= n - 1:
+            _bad("mask_ratio", f"in (0, 1) with at least one visible and one masked patch of "
+                 f"{n} (about {0.5 / n:g} to {1 - 0.5 / n:g}); it keeps {keep}", self.mask_ratio)
+        if self.precision not in ("auto", "fp32", "bf16"):
+            _bad("precision", "auto, fp32 or bf16", self.precision)
+
     def resolved_warmup(self) -> int:
         if self.warmup_steps is not None:
             return max(0, int(self.warmup_steps))
@@ -97,6 +151,29 @@ class TrainConfig:
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         return cls(**d)
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _bad(name: str, valid: str, got: Any, option: str | None = None) -> None:
+    raise TrainConfigError(f"{name} ({option or _option(name)}) must be {valid}; got {got!r}")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _check_int(name: str, v: Any, lo: int) -> None:
+    if not (_is_num(v) and float(v).is_integer() and v >= lo):
+        _bad(name, f"an integer >= {lo}", v)
+
+
+def _check_num(name: str, v: Any, valid: str, ok: Callable[[float], bool],
+               option: str | None = None) -> None:
+    if not (_is_num(v) and math.isfinite(float(v)) and ok(float(v))):
+        _bad(name, valid, v, option)
 
 
 @dataclass
@@ -186,6 +263,7 @@ def train(
     *,
     aoi: Any = None,
     resume: bool = False,
+    overwrite: bool = False,
     init_from: str | Path | None = None,
     stop_at_step: int | None = None,
     max_seconds: float | None = None,
@@ -198,6 +276,10 @@ def train(
 
     `stop_at_step` / `max_seconds` end the run early with a checkpoint, so it can be resumed;
     `on_step(row)` and `on_checkpoint(info)` let a caller (the Prefect flow) publish progress.
+
+    Without `resume`, an `out` that holds a trained run is refused unless `overwrite` is given,
+    which replaces only the files geomoe wrote for that run; a non-empty folder that is not a
+    geomoe run is always refused. Weights are written only after the first optimizer step.
     """
     from geomoe.model import build_model, load_checkpoint, save_checkpoint
 
@@ -206,6 +288,21 @@ def train(
     metrics_path = out / "metrics.csv"
     model_path = out / "model.safetensors"
     say = log or (lambda _msg: None)
+
+    # every cheap check first: nothing is written (or deleted) before they all pass
+    if config is not None:
+        config.validate()
+    if stop_at_step is not None:
+        _check_int("stop_at_step", stop_at_step, 1)
+    if max_seconds is not None:
+        _check_num("max_seconds", max_seconds, "> 0", lambda v: v > 0, option="--max-minutes * 60")
+    if resume and overwrite:
+        raise TrainConfigError(
+            f"resume and overwrite exclude each other: resume continues the run in {out}, "
+            "overwrite replaces it; pass one of them"
+        )
+    if not resume:
+        check_run_folder(out, overwrite=overwrite)
     digest = items_digest(items)
 
     remove_stale_tmp(state_path.parent)  # torn temp files of a run killed mid-save
@@ -221,8 +318,6 @@ def train(
                 "start a new run (new --out, optionally --init-from the old model.safetensors)"
             )
     config = config or TrainConfig()
-    if stop_at_step is not None and stop_at_step < 1:
-        raise ValueError("stop_at_step must be >= 1")
 
     device = resolve_device(config.device)
     use_amp = train_bf16(device, config.precision)
@@ -290,7 +385,6 @@ def train(
         say(f"resumed {out} at step {step}/{config.steps} (epoch {stream.epoch}, "
             f"chip {stream.offset})")
     else:
-        out.mkdir(parents=True, exist_ok=True)
         # preview chips: the first chips of a separate stream pass, fixed for the whole run
         peek = ChipStream(items, aoi, seed=config.seed + 7, min_valid=config.min_valid,
                           shuffle_buffer=config.shuffle_buffer,
@@ -299,8 +393,10 @@ def train(
             peek._cache = stream._fill_cache()  # same chips, no second read
         preview = peek.next_batch(config.n_preview)
         del peek
-        if metrics_path.exists():
-            metrics_path.unlink()
+        # the data is readable: now (and only now) clear what geomoe wrote for an earlier run
+        check_run_folder(out, overwrite=overwrite)  # again: the folder may have changed since
+        remove_run_files(out)
+        out.mkdir(parents=True, exist_ok=True)
         # the global RNGs are re-seeded so that the first step is the same with or without
         # the preview read above
         torch.manual_seed(config.seed)
@@ -308,6 +404,7 @@ def train(
         _random.seed(config.seed)
 
     run_info = {
+        "kind": RUN_KIND,
         "config": config.to_json(),
         "data": data_info or {},
         "n_items": len(items),
@@ -420,8 +517,8 @@ def train(
                         preview_png = checkpoint(loss_val)
                     say(f"stopped at step {step}/{config.steps} ({stopped}); resume with --resume")
                     break
-    if step == 0 or (step >= config.steps and not state_path.exists()):
-        preview_png = checkpoint(loss_val)  # e.g. resuming a finished run: still export
+    if step >= 1 and step >= config.steps and not state_path.exists():
+        preview_png = checkpoint(loss_val)  # never at step 0: no untrained weights on disk
     elapsed = elapsed_before + (time.perf_counter() - t_start)
     mean_cps = chips_total / t_train if t_train > 0 else float("nan")
     _write_json(out / "run.json", {
@@ -436,6 +533,75 @@ def train(
         state_path=state_path, metrics_path=metrics_path, preview_path=preview_png,
         data_end=run_info["data_end"], n_items=len(items),
     )
+
+
+#: Files and folders geomoe writes in a run folder (all that --overwrite may remove).
+_RUN_FILES = ("run.json", "metrics.csv", "metrics.csv.tmp", "model.safetensors",
+              "state/latest.pt")
+_RUN_GLOBS = (".run.json.tmp-*", ".model.safetensors.tmp-*", "state/.latest.pt.tmp-*",
+              "previews/step_*.png", "previews/.step_*.png.tmp", "previews/latest.png")
+
+
+def read_run_json(out: Path) -> dict[str, Any] | None:
+    """The run.json of `out` if geomoe wrote it (marked, or the layout of older versions)."""
+    try:
+        info = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    if info.get("kind") == RUN_KIND:
+        return info
+    legacy = {"config", "items_sha256", "status", "step"}  # run folders before RUN_KIND
+    return info if legacy <= info.keys() and isinstance(info["config"], dict) else None
+
+
+def check_run_folder(out: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse to start a new run in `out` where it would replace something silently.
+
+    Free: a missing or empty folder, or a geomoe run stopped before its first checkpoint (it
+    holds no weights, only run.json and metric rows that a resume would drop anyway). A run with
+    weights needs `overwrite`; a non-empty folder geomoe did not make is refused regardless.
+    """
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file, not a run folder: choose a new --out")
+    if not any(out.iterdir()):
+        return
+    info = read_run_json(out)
+    if info is None:
+        raise RunFolderError(
+            f"--out {out} is not empty and is not a geomoe pretraining run (no geomoe run.json): "
+            "geomoe does not write into folders it did not make, even with --overwrite; "
+            "choose a new --out"
+        )
+    trained = (out / "state" / "latest.pt").exists() or (out / "model.safetensors").exists()
+    if trained and not overwrite:
+        cfg = info.get("config", {})
+        raise RunFolderError(
+            f"--out {out} already holds a pretraining run (size {cfg.get('size')}, step "
+            f"{info.get('step')}/{cfg.get('steps')}, {info.get('status')}): use --resume to "
+            "continue it or a new --out, or --overwrite to replace it"
+        )
+
+
+def remove_run_files(out: Path) -> list[Path]:
+    """Delete what geomoe wrote for a run in `out` (nothing else); return the paths removed."""
+    removed: list[Path] = []
+    if not out.is_dir():
+        return removed
+    paths = [out / f for f in _RUN_FILES] + [p for g in _RUN_GLOBS for p in sorted(out.glob(g))]
+    for p in paths:
+        if p.is_file() or p.is_symlink():
+            p.unlink()
+            removed.append(p)
+    for sub in ("state", "previews"):
+        d = out / sub
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    return removed
 
 
 def _merge_resume_config(

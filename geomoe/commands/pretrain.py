@@ -35,6 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "value, a larger one extends the schedule)")
     p.add_argument("--out", required=True, help="run folder (state/, metrics.csv, previews/, ...)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the geomoe run in --out (only the files geomoe wrote) and a "
+                   "geomoe checkpoint at --export; without it both are refused")
     p.add_argument("--init-from", default=None,
                    help="start from the weights of a geomoe/published checkpoint (fine-tuning)")
     p.add_argument("--size", default=None, choices=["S", "XS", "XXS"], help="model size (default S)")
@@ -86,12 +89,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from geomoe.catalog import search
-    from geomoe.train import train
+    from geomoe.train import check_run_folder, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     config = _config_from_args(args, out)
+    if not args.resume:
+        check_run_folder(out, overwrite=args.overwrite)
+    if args.export:
+        check_export(Path(args.export), overwrite=args.overwrite)
     items = search(args.catalog, args.aoi, datetime=args.datetime, max_cloud=args.max_cloud)
     print(f"{len(items)} items from {args.catalog or 'the bundled catalog'}; size {config.size}, "
           f"{config.steps} steps of {config.batch_size} chips -> {out}")
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     res = train(
         items, out, config, aoi=load_aoi(args.aoi), resume=args.resume, init_from=args.init_from,
+        overwrite=args.overwrite and not args.resume,
         stop_at_step=args.stop_at_step,
         max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
         data_info={"catalog": args.catalog or "bundled", "aoi": args.aoi,
@@ -115,3 +123,26 @@ def run(args: argparse.Namespace) -> int:
         tmp.replace(dst)
         print(f"exported {dst}")
     return 0
+
+
+def check_export(dst: Path, *, overwrite: bool) -> None:
+    """Refuse an --export path that holds a file: a geomoe checkpoint only with --overwrite,
+    anything else never (checked before training, so nothing is lost at the end)."""
+    from geomoe.model import load_checkpoint
+    from geomoe.train import RunFolderError
+
+    if dst.is_dir():
+        raise RunFolderError(f"--export {dst} is a folder: give a file path (.safetensors)")
+    if not dst.exists():
+        return
+    try:
+        load_checkpoint(dst)
+        ours = dst.suffix == ".safetensors"
+    except Exception:  # noqa: BLE001 - any unreadable file is "not ours"
+        ours = False
+    if not ours:
+        raise RunFolderError(f"--export {dst} exists and is not a geomoe checkpoint: it is never "
+                             "replaced; choose another --export path")
+    if not overwrite:
+        raise RunFolderError(f"--export {dst} already holds a geomoe checkpoint: pass --overwrite "
+                             "to replace it, or choose another --export path")

@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", default="mean", choices=["mean", "cls", "patch_mean"],
                    help="mean of all 105 raw tokens (published protocol), CLS, or patch mean")
     p.add_argument("--report", required=True, help="report .json (a .csv and .png go beside it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a geomoe probe report at --report (.json, .csv, .png); files "
+                   "geomoe did not write there are never replaced")
     p.add_argument("--catalog", default=None,
                    help="static catalog/collection of items with 'bigearthnet:labels_19' "
                    "(default: the bundled BigEarthNet-Landsat sample)")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         pooling=args.pooling, catalog=args.catalog, dataset_dir=args.dataset_dir,
         n_folds=args.folds, n_repeats=args.repeats, seed=args.seed,
         baseline=not args.no_baseline, use_metadata=not args.no_metadata, report=args.report,
-        min_valid=args.min_valid,
+        min_valid=args.min_valid, overwrite=args.overwrite,
     )
     print(rep["summary"])
     c = rep["counts"]

@@ -213,6 +213,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return model.to(map_location).eval()
 
 
+def umask_file_mode() -> int:
+    """0o666 minus the process umask: the mode `open()` gives a new file (read without a race
+    from /proc where possible, since `os.umask` can only be read by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_checkpoint(model: MoEMAE, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
     """Write ``model`` as a geomoe safetensors checkpoint (config + weights), atomically.
 
@@ -237,6 +251,7 @@ def save_checkpoint(model: MoEMAE, path: str | os.PathLike, *, extra: dict | Non
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, umask_file_mode())  # safetensors creates 0600; honour the umask like open()
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
