@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from geomoe.commands import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plot", help="PNG map of a cube (PCs 1-3 as RGB, per group and time)")
     p.add_argument("cube", help="path of the Zarr cube written by embed-region")
     p.add_argument("--out", default=None, help="PNG path (default: <cube>.png beside the store)")
-    p.add_argument("--dpi", type=int, default=110)
+    p.add_argument("--dpi", type=positive_int, default=110, help="PNG resolution (default 110)")
     p.set_defaults(func=_run)
 
 
