@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    warnings.showwarning = _one_line_warning
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geomoe {args.command}: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        warnings.showwarning = shown
         if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 from geomoe.errors import GeomoeError  # noqa: E402  (kept below main for readability)
