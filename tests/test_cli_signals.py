@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -53,3 +54,28 @@ def test_signal_says_what_was_kept_and_rerun_resumes(sig, code, word, tmp_path):
     s = json.loads(rerun.stdout)
     assert s["tiles_already_done"] + s["tiles_written"] == s["tiles_total"] == 24
     assert s["tiles_already_done"] > 0  # the interrupted run's tiles were kept, not redone
+
+
+def test_sigterm_during_pretrain_points_to_the_checkpoint_and_resume(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "geomoe.cli", "pretrain", "--aoi", str(REPO / "catalogs" / "aois" /
+           "liverpool.geojson"), "--out", str(out), "--size", "XXS", "--batch-size", "4",
+           "--checkpoint-every", "1", "--threads", "1", "--precision", "fp32"]
+    proc = subprocess.Popen(cmd + ["--steps", "500"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    state = out / "state" / "latest.pt"
+    deadline = time.monotonic() + 180
+    while not state.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state.is_file(), proc.communicate(timeout=5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        f"geomoe pretrain: terminated (SIGTERM): the last checkpoint ({state}, written every "
+        "--checkpoint-every steps) is kept; rerun the same command with --resume to continue from it")
+    rerun = subprocess.run(cmd + ["--resume", "--stop-at-step", "1"], capture_output=True, text=True,
+                           timeout=240)
+    assert rerun.returncode == 0, rerun.stderr
+    m = re.search(r"stop_at_step: step (\d+)/500", rerun.stdout)
+    assert m and int(m[1]) > 1, rerun.stdout  # continued after the kept checkpoint
