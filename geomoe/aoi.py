@@ -36,19 +36,29 @@ _FIX_VALID = ("fix it in QGIS (Vector > Geometry Tools > Fix Geometries) or with
               "shapely.make_valid, then pass the repaired file")
 
 
-def load_aoi(src: AOISource, *, timeout: float = 20.0) -> BaseGeometry:
+def load_aoi(src: AOISource, *, timeout: float = 20.0, area: bool = False) -> BaseGeometry:
     """Read an AOI and return a valid, non-empty shapely geometry in EPSG:4326 (lon, lat).
 
     Raises AOIError naming what is wrong (unreadable file, invalid JSON, not GeoJSON, unknown CRS,
     empty or self-intersecting geometry, coordinates out of range) and how to fix it.
+    ``area=True`` (embedding, pretraining: they need chips inside the AOI) also refuses points
+    and lines, which have no area; a catalog search may use them.
     """
     if isinstance(src, BaseGeometry):
-        return _finish(src, "the shapely geometry")
-    label, obj = _read(src, timeout)
-    geom, crs = _parse(obj, label)
-    if crs is not None and not _is_wgs84(crs):
-        geom = _to_wgs84(geom, crs, label)
-    return _finish(geom, label)
+        label, geom = "the shapely geometry", src
+    else:
+        label, obj = _read(src, timeout)
+        geom, crs = _parse(obj, label)
+        if crs is not None and not _is_wgs84(crs):
+            geom = _to_wgs84(geom, crs, label)
+    out = _finish(geom, label)
+    if area and out.area == 0:
+        raise AOIError(
+            f"{label} is a {out.geom_type}, which has no area, so no chip lies inside it: pass a "
+            "GeoJSON Polygon, or buffer the point/line in metres first: project it to its UTM "
+            "zone (EPSG:326NN north, 327NN south) with pyproj, shapely .buffer(2000) for 2 km, "
+            "project back to EPSG:4326 and save that polygon as GeoJSON")
+    return out
 
 
 def aoi_geojson(geom: BaseGeometry) -> dict:

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import os
+import warnings
 from pathlib import Path
 from typing import ContextManager
 
@@ -54,9 +57,12 @@ def check_precision(precision: str) -> None:
 
 
 def infer_bf16(device: torch.device, precision: str = "auto") -> bool:
-    """Whether inference runs under bf16 autocast: ``bf16``, or ``auto`` on CUDA."""
+    """Whether inference runs under bf16 autocast: ``bf16`` (see :func:`bf16_honoured`), or
+    ``auto`` on CUDA."""
     check_precision(precision)
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if precision == "bf16":
+        return bf16_honoured(device)
+    return precision == "auto" and device.type == "cuda"
 
 
 def autocast(device: torch.device, precision: str = "auto") -> ContextManager:
@@ -66,8 +72,26 @@ def autocast(device: torch.device, precision: str = "auto") -> ContextManager:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-@functools.lru_cache(maxsize=1)
+#: Space- or comma-separated CPU flags that replace /proc/cpuinfo's (tests, odd platforms).
+CPU_FLAGS_ENV = "GEOMOE_CPU_FLAGS"
+#: ``1`` keeps ``--precision bf16`` on a CPU without native bf16 (see :func:`bf16_honoured`).
+FORCE_BF16_ENV = "GEOMOE_FORCE_BF16"
+
+
+class SlowBF16Warning(UserWarning):
+    """bf16 was asked for on a CPU that only emulates it; geomoe runs fp32 instead."""
+
+
 def _cpu_flags() -> frozenset[str]:
+    """The CPU feature flags: ``$GEOMOE_CPU_FLAGS`` if set, else /proc/cpuinfo's (Linux)."""
+    override = os.environ.get(CPU_FLAGS_ENV)
+    if override is not None:
+        return frozenset(override.replace(",", " ").split())
+    return _proc_cpu_flags()
+
+
+@functools.lru_cache(maxsize=1)
+def _proc_cpu_flags() -> frozenset[str]:
     """The CPU feature flags of /proc/cpuinfo (Linux); empty elsewhere."""
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -92,6 +116,29 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+_WARNED: set[str] = set()  # one SlowBF16Warning per process and device type
+
+
+def bf16_honoured(device: torch.device) -> bool:
+    """Whether an explicit ``--precision bf16`` runs in bf16 on ``device``.
+
+    Not on a CPU without AVX512-BF16/AMX: there bf16 is emulated and many times slower than
+    fp32 (benchmarks/README.md), and its vectors differ from fp32 ones, so nothing is gained.
+    geomoe then warns once (:class:`SlowBF16Warning`) and runs fp32; the summary and run.json
+    record the precision actually used. ``GEOMOE_FORCE_BF16=1`` keeps bf16 anyway (to
+    reproduce bf16 numbers of another machine, or to benchmark the slow path).
+    """
+    if device.type != "cpu" or native_bf16(device) or os.environ.get(FORCE_BF16_ENV) == "1":
+        return True
+    if device.type not in _WARNED:
+        _WARNED.add(device.type)
+        warnings.warn(SlowBF16Warning(
+            "--precision bf16 asked for, but this CPU has neither AVX512-BF16 nor AMX: bf16 would "
+            "be emulated, many times slower than fp32, so geomoe runs fp32 (set "
+            f"{FORCE_BF16_ENV}=1 to keep bf16 anyway)"), stacklevel=3)
+    return False
+
+
 def train_bf16(device: torch.device, precision: str = "auto") -> bool:
     """Whether a pretraining step runs under bf16 autocast: ``auto`` = where :func:`native_bf16`.
 
@@ -99,4 +146,71 @@ def train_bf16(device: torch.device, precision: str = "auto") -> bool:
     AVX512-BF16, benchmarks/bench_model.py): bf16 ~1.5x fp32 (223-236 vs 145-159 chips/s).
     """
     check_precision(precision)
-    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+    if precision == "bf16":
+        return bf16_honoured(device)
+    return precision == "auto" and native_bf16(device)
+
+
+# ---------------------------------------------------------------- threads
+def cores_available() -> int:
+    """The CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota.
+
+    ``os.cpu_count()`` counts the whole machine, and torch's default thread count can exceed
+    what a container or ``taskset`` grants: more compute threads than cores collapse throughput
+    as soon as anything else is busy (benchmarks/README.md). A fractional quota rounds down
+    (at least 1).
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, max(1, math.floor(quota)))
+    return max(1, n)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs granted by the cgroup (v2 ``cpu.max`` or v1 ``cfs_quota_us``), None if unlimited."""
+    try:
+        rel = next((line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
+                    if line.startswith("0::")), "/")
+    except OSError:
+        rel = "/"
+    root = Path("/sys/fs/cgroup")
+    for d in {root / rel.lstrip("/"), root}:
+        try:
+            quota, period = (d / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        except (OSError, ValueError):
+            pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def share_of_cores(n_workers: int) -> int:
+    """Compute threads for each of ``n_workers`` worker processes on this machine (at least 1)."""
+    return max(1, cores_available() // max(1, int(n_workers)))
+
+
+def limit_threads(n: int | None = None) -> int:
+    """Run torch with ``n`` compute threads (default: :func:`cores_available`), never more than
+    the cores this process may use; returns the number set.
+
+    Call it once per process before the model runs (the CLI does; so should a worker process,
+    with its share: a Dask worker's ``nthreads`` or :func:`share_of_cores`). Inter-op threads are
+    set to 1 where torch still allows it: geomoe runs no inter-op parallel work.
+    """
+    cores = cores_available()
+    if n is not None and int(n) > cores:
+        warnings.warn(f"{n} threads asked for, but this process may use {cores} core(s): "
+                      f"using {cores}", stacklevel=2)
+    n = max(1, min(cores, cores if n is None else int(n)))
+    torch.set_num_threads(n)
+    with contextlib.suppress(RuntimeError):  # only settable before inter-op work has started
+        torch.set_num_interop_threads(1)
+    return n

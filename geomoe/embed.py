@@ -161,7 +161,7 @@ def _search(req: EmbedRequest):
     from geomoe.catalog import search
     from geomoe.chips import plan_chips
 
-    geom = load_aoi(req.aoi)
+    geom = load_aoi(req.aoi, area=True)
     items = search(req.catalog, geom, datetime=req.datetime, max_cloud=req.max_cloud)
     plan = plan_chips(items, aoi=geom, grid=req.grid)
     specs = specs_from_plan(plan, items, tile_size=int(req.tile_size), table_tile=int(req.table_tile))
@@ -474,6 +474,7 @@ class EmbedSummary:
     device: str
     stac_item: str | None = None
     precision: str = "fp32"  # what the model ran in: fp32 or bf16 (autocast)
+    threads: int | None = None  # torch compute threads it ran with (geomoe.device.limit_threads)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -489,7 +490,8 @@ class EmbedSummary:
         return (f"embedded {self.chips_embedded:,} chips, skipped {self.chips_skipped_cloud:,} for "
                 f"cloud/fill (valid < min_valid), {self.tiles_written} tile(s) written, "
                 f"{self.tiles_already_done} already done, in {self.seconds:.1f} s "
-                f"({self.chips_per_s:,.1f} chips/s on {self.device}, {self.precision}); cube: {self.out} "
+                f"({self.chips_per_s:,.1f} chips/s on {self.device}, {self.precision}, "
+                f"{self.threads} thread(s)); cube: {self.out} "
                 f"(groups: {', '.join(self.groups)})")
 
 
@@ -561,7 +563,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         tiles_total=len(tiles), tiles_written=len(pending), tiles_already_done=len(tiles) - len(pending),
         seconds=time.perf_counter() - t0, run=run, checkpoint=str(prep.checkpoint),
         checkpoint_sha256=prep.sha256, device=str(dev), stac_item=str(stac_path),
-        precision=precision_used)
+        precision=precision_used, threads=torch.get_num_threads())
 
 
 def _first_missing(path: Path) -> Path | None:

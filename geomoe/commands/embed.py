@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from geomoe.commands import add_search_arguments
+from geomoe.commands import add_search_arguments, fraction, positive_int
 from geomoe.errors import GeomoeError
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -35,21 +35,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "pretrained_S_best.pth also works)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto (default): bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with "
-                        "AVX512-BF16 pays off with --compile (2-core Zen 5: 2-3x fp32 end to end), "
-                        "vectors within ~1e-2 relative of fp32")
+                   help="auto (default): bf16 autocast on CUDA, fp32 on CPU. bf16 on a CPU pays off "
+                        "with --compile where the CPU has AVX512-BF16 or AMX; elsewhere it falls back "
+                        "to fp32 with a warning (GEOMOE_FORCE_BF16=1 keeps it). Vectors within ~1e-2 "
+                        "relative of fp32")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the encoder where it runs in bf16: CUDA, or --precision bf16 "
                         "(~2x on an H100 after 45-60 s of compiling, 40-50 s on CPU, ~8 s on CPU reruns; "
                         "no effect in fp32)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--min-valid", type=float, default=0.9,
+    p.add_argument("--batch-size", type=positive_int, default=256, help="chips per model call (default 256)")
+    p.add_argument("--min-valid", type=fraction, default=0.9,
                    help="skip chips with a smaller valid-pixel fraction (recorded in valid_fraction)")
     p.add_argument("--pooling", default="mean", choices=["mean", "cls", "patch_mean"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
-    p.add_argument("--tile-size", type=int, default=32, help="tile = Zarr chunk of N x N chips (default 32)")
-    p.add_argument("--read-workers", type=int, default=2,
-                   help="raster-reading threads (default 2; raise on many-core GPU hosts)")
+    p.add_argument("--tile-size", type=positive_int, default=32, help="tile = Zarr chunk of N x N chips (default 32)")
+    p.add_argument("--read-workers", type=positive_int, default=2,
+                   help="raster-reading threads (default 2, at most the cores this process may use; "
+                        "raise on many-core GPU hosts)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch compute threads (default and maximum: the cores this process may use)")
     p.add_argument("--grid", default=None, choices=["fixed", "item"], help="override the chip grid mode")
     p.add_argument("--plot", action="store_true", help="also write <out>.png (PCs 1-3 as RGB)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -59,9 +63,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="run through the Prefect deployment (default embed-region/default) on the "
                         "server in PREFECT_API_URL and wait for it")
     g.add_argument("--dask-address", default=None, help="run tile tasks on this Dask scheduler")
-    g.add_argument("--dask-workers", type=int, default=None,
+    g.add_argument("--dask-workers", type=positive_int, default=None,
                    help="run tile tasks on a local Dask cluster of N worker processes")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, on_interrupt=_interrupted)
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupt kept (printed by geomoe.cli on Ctrl-C / SIGTERM)."""
+    if args.deployment:
+        return ("stopped waiting; the flow run on the server was not cancelled by this "
+                "(see it in the Prefect UI)")
+    return (f"every tile finished so far is kept in {args.out}; rerun the same command to resume "
+            "(finished tiles are skipped)")
 
 
 def _load_flows():
@@ -119,13 +132,16 @@ def _run(args: argparse.Namespace) -> int:
               f"embedded {summary['chips_embedded']:,} chips, skipped {summary['chips_skipped_cloud']:,} "
               f"for cloud/fill, in {summary['seconds']:.1f} s; cube: {summary['out']}")
         return 0
+    from geomoe.device import cores_available, limit_threads
     from geomoe.embed import embed_region
 
+    limit_threads(args.threads)
     s = embed_region(args.aoi, catalog=args.catalog, datetime=args.datetime, checkpoint=args.checkpoint,
                      out=args.out, device=args.device, batch_size=args.batch_size,
                      min_valid=args.min_valid, pooling=args.pooling, dtype=args.dtype,
                      progress=None if args.quiet else _Printer(), max_cloud=args.max_cloud,
-                     tile_size=args.tile_size, grid=args.grid, read_workers=args.read_workers,
+                     tile_size=args.tile_size, grid=args.grid,
+                     read_workers=min(args.read_workers, cores_available()),
                      compile=args.compile, precision=args.precision)
     if args.plot:
         from geomoe.plot import plot_cube

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geomoe.commands import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plot", help="PNG map of a cube (PCs 1-3 as RGB, per group and time)")
@@ -12,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="replace a geomoe plot of another cube at the output path (a plot of the "
                    "same cube is always redrawn; files geomoe did not write are never replaced)")
     p.add_argument("--out", default=None, help="PNG path (default: <cube>.png beside the store)")
-    p.add_argument("--dpi", type=int, default=110)
+    p.add_argument("--dpi", type=positive_int, default=110, help="PNG resolution (default 110)")
     p.set_defaults(func=_run)
 
 

@@ -7,7 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from geomoe.commands import add_search_arguments
+from geomoe.commands import (add_search_arguments, fraction, non_negative_float,
+                             non_negative_int, open_fraction, positive_float, positive_int)
 
 _REPO = Path(__file__).resolve().parents[2]
 DEFAULT_AOI = _REPO / "catalogs" / "aois" / "europe.geojson"
@@ -30,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--aoi", default=str(DEFAULT_AOI),
                    help="GeoJSON file, URL or inline GeoJSON (default: catalogs/aois/europe.geojson)")
     add_search_arguments(p)
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="total optimizer steps of the run (default 1000; on --resume: the saved "
                    "value, a larger one extends the schedule)")
     p.add_argument("--out", required=True, help="run folder (state/, metrics.csv, previews/, ...)")
@@ -41,14 +42,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", default=None,
                    help="start from the weights of a geomoe/published checkpoint (fine-tuning)")
     p.add_argument("--size", default=None, choices=["S", "XS", "XXS"], help="model size (default S)")
-    p.add_argument("--batch-size", type=int, default=None, help="chips per step (default 64)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
-    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (0.05)")
-    p.add_argument("--warmup-steps", type=int, default=None, help="default 5%% of --steps")
-    p.add_argument("--mask-ratio", type=float, default=None, help="masked fraction (0.75)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (100)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (0)")
-    p.add_argument("--min-valid", type=float, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None, help="chips per step (default 64)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 3e-4)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=None, help="AdamW weight decay (0.05)")
+    p.add_argument("--warmup-steps", type=non_negative_int, default=None, help="default 5%% of --steps")
+    p.add_argument("--mask-ratio", type=open_fraction, default=None, help="masked fraction (0.75)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints (100)")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="random seed (0)")
+    p.add_argument("--min-valid", type=fraction, default=None,
                    help="skip chips with a smaller valid (clear, non-fill) fraction (0.9)")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
@@ -58,15 +59,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="torch.compile the training step (off by default): 1.25x the eager bf16 "
                    "step on the 2-core CPU (size S, batch 128), after 1.5-3 minutes of compiling "
                    "at the first step: worth it beyond roughly 1000 such steps")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--max-minutes", type=positive_float, default=None,
                    help="stop (with a checkpoint, resumable) after this much training time")
-    p.add_argument("--stop-at-step", type=int, default=None,
+    p.add_argument("--stop-at-step", type=positive_int, default=None,
                    help="stop (with a checkpoint, resumable) after this step; the LR schedule "
                    "still follows --steps, so a run can be reproduced exactly up to any step")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch compute threads (default and maximum: the cores this process may use)")
     p.add_argument("--export", default=None,
                    help="also copy the final model.safetensors to this path")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt=_interrupted)
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupt kept (printed by geomoe.cli on Ctrl-C / SIGTERM)."""
+    state = Path(args.out) / "state" / "latest.pt"
+    if state.is_file():
+        return (f"the last checkpoint ({state}, written every --checkpoint-every steps) is kept; "
+                "rerun the same command with --resume to continue from it")
+    return f"no checkpoint was written yet in {args.out}; rerun the same command to start again"
 
 
 def _config_from_args(args: argparse.Namespace, out: Path):
@@ -86,13 +97,11 @@ def _config_from_args(args: argparse.Namespace, out: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from geomoe.catalog import search
+    from geomoe.device import limit_threads
     from geomoe.train import check_run_folder, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = limit_threads(args.threads)
     out = Path(args.out)
     config = _config_from_args(args, out)
     if not args.resume:
@@ -101,12 +110,12 @@ def run(args: argparse.Namespace) -> int:
         check_export(Path(args.export), overwrite=args.overwrite)
     items = search(args.catalog, args.aoi, datetime=args.datetime, max_cloud=args.max_cloud)
     print(f"{len(items)} items from {args.catalog or 'the bundled catalog'}; size {config.size}, "
-          f"{config.steps} steps of {config.batch_size} chips -> {out}")
+          f"{config.steps} steps of {config.batch_size} chips on {threads} thread(s) -> {out}")
     from geomoe.aoi import load_aoi
 
     res = train(
-        items, out, config, aoi=load_aoi(args.aoi), resume=args.resume, init_from=args.init_from,
-        overwrite=args.overwrite and not args.resume,
+        items, out, config, aoi=load_aoi(args.aoi, area=True), resume=args.resume,
+        init_from=args.init_from, overwrite=args.overwrite and not args.resume,
         stop_at_step=args.stop_at_step,
         max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
         data_info={"catalog": args.catalog or "bundled", "aoi": args.aoi,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geomoe.commands import fraction, int_at_least, non_negative_int, positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -30,10 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset-dir", default=None,
                    help="folder of GeoTIFFs per class (EuroSAT-Landsat layout root/<class>/*.tif): "
                    "multi-class accuracy instead of mAP")
-    p.add_argument("--folds", type=int, default=5, help="k of the k-fold (default 5)")
-    p.add_argument("--repeats", type=int, default=5, help="repetitions of the k-fold (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of splits and random init (0)")
-    p.add_argument("--min-valid", type=float, default=0.9, help="skip chips under this valid fraction")
+    p.add_argument("--folds", type=int_at_least(2), default=5, help="k of the k-fold (default 5)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="repetitions of the k-fold (default 5)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of splits and random init (0)")
+    p.add_argument("--min-valid", type=fraction, default=0.9, help="skip chips under this valid fraction")
     p.add_argument("--no-baseline", action="store_true",
                    help="do not also probe random weights of the same size on the same folds")
     p.add_argument("--no-metadata", action="store_true",

@@ -103,6 +103,14 @@ def _check_keys(sd: dict[str, Tensor], cfg: ModelConfig, published: bool, path: 
 
 
 # ------------------------------------------------------------------ format sniffing
+#: torch.save's legacy (non-zip) format: pickle protocol 2, then its magic number as a long.
+_TORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"
+_PICKLE_ADVICE = (
+    "a pickle can run code when it is loaded, and geomoe never runs code from a checkpoint. If you "
+    "trust the file, load it yourself and re-save only its tensors (torch.save({'model_state': sd}, "
+    "...) or geomoe.model.save_checkpoint), then pass that file")
+
+
 def _sniff(path: Path) -> str:
     """'torch-zip', 'torch-pickle', 'safetensors', or raise CheckpointError."""
     if not path.exists():
@@ -117,8 +125,14 @@ def _sniff(path: Path) -> str:
                               "copy or save it again")
     if head.startswith(b"PK\x03\x04"):
         return "torch-zip"
-    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+    if head.startswith(_TORCH_LEGACY_HEAD):
         return "torch-pickle"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        # pickle.dump of a dict (torch's weights-only reader cannot parse it, and says so in
+        # opcodes): refused like a torch pickle holding code, never unpickled
+        raise CheckpointError(
+            f"refusing to load {path}: it is a plain Python pickle (pickle.dump, protocol {head[1]}) of "
+            f"pickled Python objects/code, not a torch or safetensors checkpoint; {_PICKLE_ADVICE}")
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
         if head[8:9] == b"{":
@@ -144,9 +158,7 @@ def _torch_load(path: Path) -> Any:
             why = f"it references {found.group(0)}" if found else "it is not a plain tensor pickle"
             raise CheckpointError(
                 f"refusing to load {path}: it contains pickled Python objects/code, not just tensors "
-                f"({why}). geomoe never runs code from a checkpoint. If you trust the file, re-save only its "
-                "tensors (torch.save({'model_state': sd}, ...) or geomoe.model.save_checkpoint) and load that"
-            ) from None
+                f"({why}); {_PICKLE_ADVICE}") from None
         raise CheckpointError(f"{path} is corrupt or truncated ({msg}); copy or save it again") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, struct.error, KeyError) as exc:
         raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); copy or save it again") from None

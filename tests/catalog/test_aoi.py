@@ -140,3 +140,26 @@ def test_bad_file_content(tmp_path):
         load_aoi(f)
     with pytest.raises(AOIError, match="is a folder"):
         load_aoi(tmp_path)
+
+
+@pytest.mark.parametrize("geom", [
+    {"type": "Point", "coordinates": [-3.0, 53.4]},
+    {"type": "LineString", "coordinates": [[-3.1, 53.4], [-3.0, 53.45]]},
+    {"type": "MultiPoint", "coordinates": [[-3.1, 53.4], [-3.0, 53.45]]},
+])
+def test_point_or_line_aoi_for_embedding_says_how_to_buffer(geom):
+    kind = geom["type"]
+    with pytest.raises(AOIError, match=f"is a {kind}, which has no area.*Polygon.*buffer.*metres.*UTM.*buffer"):
+        load_aoi(fc(geom), area=True)
+    assert load_aoi(fc(geom)).geom_type == kind  # a catalog search may still use it
+
+
+def test_point_aoi_refused_by_embed_region_before_anything_is_written(tmp_path, capsys):
+    from geomoe.cli import main
+
+    out = tmp_path / "cube.zarr"
+    assert main(["embed-region", "--aoi", '{"type": "Point", "coordinates": [-3.0, 53.4]}',
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("geomoe embed-region: error: the inline GeoJSON is a Point, which has no area")
+    assert "no chip footprint" not in err and not out.exists()

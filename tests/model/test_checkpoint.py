@@ -149,3 +149,28 @@ def test_not_a_checkpoint(tmp_path, ref_dir, shared_data):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors")
     assert issubclass(CheckpointError, GeomoeError)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, pickle.HIGHEST_PROTOCOL])
+def test_plain_pickle_is_refused_clearly(tmp_path, ref_dir, protocol):
+    """pickle.dump of a dict of tensors (as many training scripts save) to a .pth: the same
+    refusal as a torch pickle with code, not torch's "Unsupported operand 149" text."""
+    state = torch.load(ref_dir / "ref_S_seed0.pth", weights_only=True)["model_state"]
+    path = tmp_path / "plain.pth"
+    with path.open("wb") as fh:
+        pickle.dump({"model_state": state}, fh, protocol=protocol)
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"refusing to load {path}: it is a plain Python pickle (pickle.dump, "
+                          f"protocol {protocol})")
+    assert "never runs code" in msg and "re-save only its tensors" in msg
+    assert "Unsupported operand" not in msg and "\n" not in msg
+
+
+def test_torch_legacy_pickle_still_loads(tmp_path, ref_dir):
+    """torch.save's non-zip format is pickle protocol 2 too: it must not be taken for a plain pickle."""
+    src = torch.load(ref_dir / "ref_S_seed0.pth", weights_only=True)
+    path = tmp_path / "legacy.pth"
+    torch.save(src, path, _use_new_zipfile_serialization=False)
+    assert load_checkpoint(path).config.size == "S"
