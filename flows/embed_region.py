@@ -407,25 +407,31 @@ def _latest_artifact(client: Any, run_id: Any, key: str) -> Any:
     return max(arts, key=lambda a: a.updated or a.created) if arts else None
 
 
-def watch_flow_run(run_id: Any, on_line: Callable[[str], None], poll_s: float = 1.0) -> Any:
+def watch_flow_run(run_id: Any, on_line: Callable[[str], None], poll_s: float = 1.0,
+                   hint_after_s: float = 15.0) -> Any:
     """Poll a flow run until it is final; report state changes and the flow's progress line.
 
-    ``on_line`` gets "Scheduled ..." / "Running" style lines when the state changes and the
-    progress artifact's ``done/total chips`` line when it changes (polled every ``poll_s``).
-    Returns the final flow run."""
+    ``on_line`` gets "Scheduled" / "Running" style lines when the state changes, a hint when
+    the run is still waiting for a worker after ``hint_after_s``, and the progress artifact's
+    ``done/total chips`` line when it changes (polled every ``poll_s``). Returns the final
+    flow run."""
     from prefect.client.orchestration import get_client
 
     last_state = last_line = None
+    t0, hinted = time.monotonic(), False
     with get_client(sync_client=True) as client:
         while True:
             run = client.read_flow_run(run_id)
             state = run.state
             if state is not None and state.name != last_state:
                 last_state = state.name
-                wait = (f": waiting for a worker of pool {run.work_pool_name!r} "
-                        f"(prefect worker start --pool {run.work_pool_name})"
-                        if state.is_scheduled() and run.work_pool_name else "")
-                on_line(f"flow run {run.name}: {state.name}{wait}")
+                on_line(f"flow run {run.name}: {state.name}")
+            if (state is not None and state.is_scheduled() and not hinted
+                    and time.monotonic() - t0 > hint_after_s):
+                hinted = True
+                on_line(f"still {state.name} after {hint_after_s:.0f} s: is a worker of pool "
+                        f"{run.work_pool_name!r} running? (prefect worker start --pool "
+                        f"{run.work_pool_name})")
             art = _latest_artifact(client, run.id, PROGRESS_KEY)
             if art is not None and art.description and art.description != last_line:
                 last_line = art.description
