@@ -222,7 +222,9 @@ def embed_region_flow(
                           lambda: "bf16" if infer_bf16(resolve_device(device), precision) else "fp32"))
     summary = {k: v for k, v in s.to_dict().items() if k != "extra"}
     summary.update(precision_requested=precision, task_pids=sorted({r["pid"] for r in results}),
-                   torch_threads=sorted({r["torch_threads"] for r in results}))
+                   torch_threads=sorted({r["torch_threads"] for r in results}),
+                   worker_nthreads=sorted({r["worker_nthreads"] for r in results
+                                           if r["worker_nthreads"] is not None}))
     print(str(s))
     create_table_artifact(key=SUMMARY_KEY,
                           table=[{"key": k, "value": _table_value(v)} for k, v in summary.items()],
