@@ -13,6 +13,10 @@ The flow process holds the cube's run lock; tile tasks (threads by default, or D
 workers through prefect-dask's DaskTaskRunner) write chunk-aligned regions without it.
 Every task re-derives the layout from the items stored in the cube, so a task can run on
 any machine that sees the store and the checkpoint.
+
+The flow publishes its progress (artifact ``embed-region-progress``, ``done/total chips``)
+as tiles finish and its summary as a table artifact; ``watch_flow_run`` and ``run_summary``
+read them for ``geomoe embed-region --deployment`` (docs/deploy.md).
 """
 
 from __future__ import annotations
