@@ -117,20 +117,43 @@ def _params(args: argparse.Namespace) -> dict:
             "compile": args.compile, "precision": args.precision}
 
 
+def _say(line: str) -> None:
+    print(f"[embed-region] {line}", file=sys.stderr, flush=True)
+
+
+def _run_deployment(args: argparse.Namespace) -> int:
+    """Trigger the deployment, show its state and progress, end with the local run's summary."""
+    mod = _load_flows()
+    run = mod.trigger_deployment(_params(args), name=args.deployment, timeout=0)
+    url = mod.flow_run_url(run.id)
+    _say(f"flow run {run.name} of {args.deployment}: {url}")
+    try:
+        run = mod.watch_flow_run(run.id, (lambda line: None) if args.quiet else _say)
+    except KeyboardInterrupt:
+        _say(f"stopped watching; flow run {run.name} goes on on the server: {url} "
+             f"(cancel: prefect flow-run cancel {run.id})")
+        return 130
+    state = run.state
+    if not state.is_completed():
+        msg = (state.message or "no message").strip().splitlines()[0]
+        raise GeomoeError(f"flow run {run.name} of {args.deployment} ended {state.name}: {msg}; "
+                          f"logs: {url}")
+    s = mod.run_summary(run.id)
+    s.extra["flow_run_url"] = url
+    print(json.dumps(s.to_dict(), indent=1) if args.json else f"{s}\nflow run: {url}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.deployment:
-        mod = _load_flows()
-        run = mod.trigger_deployment(_params(args), name=args.deployment)
-        state = run.state
-        print(f"flow run {run.name} ({run.id}) of {args.deployment}: {state.type.value if state else '?'}")
-        return 0 if state is not None and state.is_completed() else 1
+        return _run_deployment(args)
     if args.dask_address or args.dask_workers:
         mod = _load_flows()
         summary = mod.run_with_dask(_params(args), address=args.dask_address,
-                                    n_workers=args.dask_workers or 2)
-        print(json.dumps(summary, indent=1) if args.json else
-              f"embedded {summary['chips_embedded']:,} chips, skipped {summary['chips_skipped_cloud']:,} "
-              f"for cloud/fill, in {summary['seconds']:.1f} s; cube: {summary['out']}")
+                                    n_workers=args.dask_workers or 2,
+                                    threads=getattr(args, "threads", None))
+        s = mod.summary_from_table([{"key": k, "value": v} for k, v in summary.items()])
+        print(json.dumps(s.to_dict(), indent=1) if args.json else str(s))
         return 0
     from geomoe.device import cores_available, limit_threads
     from geomoe.embed import embed_region

@@ -1,13 +1,41 @@
-"""Fixtures for flow tests: a real seeded checkpoint and the flows module loaded by path."""
+"""Fixtures for flow tests: a real seeded checkpoint, the flows module loaded by path, and a
+fresh Prefect server (no pools, no deployments) for tests of the documented first-time setup."""
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from tests.conftest import seeded_checkpoint
+from tests.conftest_prefect import BIN, PrefectServer, _server_env, stop_process
+from tests.servers import free_port, wait_until_serving
+
+
+@pytest.fixture
+def fresh_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A Prefect server of its own, as a new user has it: no work pools, no deployments.
+
+    The session ``prefect_server`` already holds what other tests created, so it cannot show
+    whether the README's setup works from nothing."""
+    home = tmp_path_factory.mktemp("prefect-fresh")
+    port = free_port()
+    env = _server_env(home)
+    log = home / "server.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_until_serving(f"{url}/health", proc, log, name="prefect server", timeout=90, interval=0.5)
+        yield PrefectServer(url=url, home=home, log=log, env={**env, "PREFECT_API_URL": url})
+    finally:
+        stop_process(proc, timeout=20)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Scale-out: the embed-region flow with its tile tasks on a 2-worker Dask LocalCluster
 (prefect-dask DaskTaskRunner, against the real Prefect server) writes the same cube as the
-single-process library run."""
+single-process library run, and each task runs torch on its worker's threads."""
 
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ def test_two_worker_dask_cube_equals_single_process(prefect_server, embed_flow_m
               "gpu_resource": True, "plot": False}
     with prefect_server.settings():
         # every worker offers one "GPU" slot; tasks annotated gpu_resource need one each
-        summary = embed_flow_module.run_with_dask(params, n_workers=2, resources={"GPU": 1})
+        # 4 cores given to 2 workers: 2 threads each, and torch in every task uses those 2
+        # (not torch's default, not the OMP_NUM_THREADS=1 that Dask's nanny sets)
+        summary = embed_flow_module.run_with_dask(params, n_workers=2, resources={"GPU": 1}, threads=4)
     assert summary["tiles_written"] == 6 and summary["chips_embedded"] == 20
     assert len(summary["task_pids"]) == 2 and os.getpid() not in summary["task_pids"]
+    assert summary["worker_nthreads"] == [2] and summary["torch_threads"] == [2]
     assert_same_cube(out, single_process_cube)
     import warnings
 
