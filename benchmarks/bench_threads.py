@@ -5,9 +5,10 @@ default thread count vs geomoe's (geomoe.device.limit_threads) vs one thread, si
 
 Data: the synthetic Landsat-like COG mosaic of benchmarks/bench_chips.py as a static STAC
 collection (as bench_embed.py), min_valid=0 so every chip meets the model. Each timing runs in
-its own process (torch's thread pool is per process): ``torch-default`` sets nothing,
-``geomoe`` calls limit_threads() as the CLI does (the cores this process may use),
-``1-thread`` is ``--threads 1``. The busy process is ``--busy`` pure-Python spinners, started
+its own process (torch's thread pool is per process): ``torch-default`` sets nothing (torch's
+threads and libgomp's default spin-wait), ``geomoe`` is what the CLI does (limit_threads(): the
+cores this process may use, and the short OpenMP spin of geomoe.OPENMP_SPINCOUNT), ``1-thread``
+is ``--threads 1`` with the short spin too. The busy process is ``--busy`` pure-Python spinners, started
 before and stopped after each busy timing. chips/s is steady state (first to last progress
 callback). The CPU model, its flags and the load average before each run are printed: on a
 shared machine the numbers move with what else runs.
@@ -66,6 +67,17 @@ def _child(setting: str, coll: str, aoi: str, ckpt: str, out: str, batch_size: i
     print(json.dumps({**e2e, "threads": torch.get_num_threads()}))
 
 
+def _child_env(setting: str) -> dict[str, str]:
+    """The child's environment: libgomp's default spin for ``torch-default``, geomoe's otherwise
+    (libgomp reads it when torch loads, which the child does before importing geomoe)."""
+    from geomoe import OPENMP_SPINCOUNT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    if setting != "torch-default":
+        env["GOMP_SPINCOUNT"] = OPENMP_SPINCOUNT
+    return env
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scene-px", type=int, default=400, help="synthetic scene side (4 scenes)")
@@ -95,7 +107,8 @@ def main() -> None:
                 la = os.getloadavg()[0]
                 out = root / f"{load}-{setting}.zarr"
                 res = subprocess.run([sys.executable, __file__, "--child", setting, str(coll), aoi, str(ckpt),
-                                      str(out), str(args.batch_size)], capture_output=True, text=True, check=True)
+                                      str(out), str(args.batch_size)], capture_output=True, text=True,
+                                     check=True, env=_child_env(setting))
                 r = {**json.loads(res.stdout.strip().splitlines()[-1]), "loadavg_1min": la}
                 results.setdefault(load, {})[setting] = r
                 print(f"[{load:8s}] {setting:13s}: {r['steady_chips_per_s']:7.1f} chips/s steady, "

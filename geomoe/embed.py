@@ -232,11 +232,14 @@ def check_assets(items: list, specs: list[Spec]) -> None:
 
 def search_and_plan(req: EmbedRequest) -> tuple[Any, list, list[Spec]]:
     """AOI -> items -> chip plan -> cube layout, after every cheap check of the input: the
-    checkpoint loads, the output is writable, the plan's local rasters open and a store at
-    ``out`` is this request's cube. Touches no output (bad input fails here)."""
+    checkpoint loads, the output is writable (and no foreign file sits where the cube's STAC
+    item goes), the plan's local rasters open and a store at ``out`` is this request's cube. Touches no output (bad input fails here)."""
     req.validate()
     info = checkpoint_info(resolve_checkpoint(req.checkpoint))
     check_writable(Path(req.out))
+    from geomoe.stac_output import check_cube_item_out
+
+    check_cube_item_out(req.out)
     geom, items, specs = _search(req)
     check_assets(items, specs)
     Cube.check_target(req.out, Cube.identity_meta(specs, req.dtype, identity(req, info, specs)))

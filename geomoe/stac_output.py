@@ -19,7 +19,7 @@ from pathlib import Path
 import shapely.geometry as sg
 from shapely.ops import unary_union
 
-from geomoe.cube import Cube
+from geomoe.cube import Cube, CubeWriteError
 
 EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.1.0/schema.json"
 
@@ -27,6 +27,26 @@ EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.1.0/schema.json
 def stac_item_path(out: str | os.PathLike) -> Path:
     p = Path(out)
     return p.with_name(p.name + ".stac-item.json")
+
+
+def check_cube_item_out(out: str | os.PathLike) -> None:
+    """Refuse, before a run starts, a file at the item's path that geomoe did not write.
+
+    The item beside a store is rewritten after every run; a geomoe item (its properties carry
+    ``processing:software.geomoe``) is safe to replace, anything else is never replaced."""
+    path = stac_item_path(out)
+    if not (path.exists() or path.is_symlink()):
+        return
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError):
+        doc = None
+    props = doc.get("properties") if isinstance(doc, dict) else None
+    software = props.get("processing:software") if isinstance(props, dict) else None
+    if not (isinstance(software, dict) and "geomoe" in software):
+        raise CubeWriteError(
+            f"{path} exists and is not a STAC item geomoe wrote for a cube; it is where the cube's "
+            "item goes and is never replaced: move it, or choose another --out")
 
 
 def cube_item(cube: Cube) -> dict:

@@ -110,3 +110,20 @@ def test_embed_region_threads_option(tmp_path):
         capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["threads"] == 1
+
+
+def _spin_env(code: str, **env: str) -> str:
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    res = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True,
+                         text=True, check=True)
+    return res.stdout.strip()
+
+
+def test_geomoe_shortens_openmp_spins_unless_the_user_chose():
+    """libgomp reads GOMP_SPINCOUNT when torch loads: geomoe first sets a short one, never
+    over the user's own OpenMP wait settings, and not once torch is already loaded."""
+    show = "import os; print(os.environ.get('GOMP_SPINCOUNT'))"
+    assert _spin_env(f"import geomoe, torch; {show}") == "1000"
+    assert _spin_env(f"import geomoe; {show}", GOMP_SPINCOUNT="50") == "50"
+    assert _spin_env(f"import geomoe; {show}", OMP_WAIT_POLICY="active") == "None"
+    assert _spin_env(f"import torch, geomoe; {show}") == "None"

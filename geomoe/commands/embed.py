@@ -158,6 +158,10 @@ def _run(args: argparse.Namespace) -> int:
     from geomoe.device import cores_available, limit_threads
     from geomoe.embed import embed_region
 
+    if args.plot:  # a foreign file at <out>.png is refused before any work, not after it
+        from geomoe.plot import check_plot_out
+
+        check_plot_out(Path(args.out).with_name(Path(args.out).name + ".png"), Path(args.out))
     limit_threads(args.threads)
     s = embed_region(args.aoi, catalog=args.catalog, datetime=args.datetime, checkpoint=args.checkpoint,
                      out=args.out, device=args.device, batch_size=args.batch_size,

@@ -85,6 +85,27 @@ def test_cli_refuses_foreign_store_one_line(repo_root, ckpt_xxs, tmp_path):
     assert tree_hash(out) == before
 
 
+def test_foreign_files_beside_the_store_refused_before_any_work(repo_root, ckpt_xxs, tmp_path):
+    """<out>.stac-item.json and (with --plot) <out>.png are geomoe's to rewrite only when geomoe
+    wrote them: someone else's file there stops the run before --out is created."""
+    out = tmp_path / "cube.zarr"
+    item = tmp_path / "cube.zarr.stac-item.json"
+    item.write_text('{"type": "Feature", "id": "my own item"}')
+    res = _cli("--aoi", "catalogs/aois/liverpool.geojson", "--out", str(out), "--checkpoint",
+               str(ckpt_xxs), cwd=repo_root)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "cube.zarr.stac-item.json exists and is not a STAC item geomoe wrote" in res.stderr
+    assert item.read_text() == '{"type": "Feature", "id": "my own item"}' and not out.exists()
+    item.unlink()
+    png = tmp_path / "cube.zarr.png"
+    png.write_bytes(b"\x89PNG my holiday photo")
+    res = _cli("--aoi", "catalogs/aois/liverpool.geojson", "--out", str(out), "--checkpoint",
+               str(ckpt_xxs), "--plot", cwd=repo_root)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "is not a geomoe plot" in res.stderr
+    assert png.read_bytes() == b"\x89PNG my holiday photo" and not out.exists()
+
+
 def _skeleton(aoi: Path, ckpt: Path, out: Path, **kw) -> None:
     """A geomoe skeleton whose creation was cut short (as a run killed during it leaves one)."""
     req = EmbedRequest(aoi=str(aoi), out=str(out), checkpoint=str(ckpt), **{**KW, **kw})
