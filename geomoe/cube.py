@@ -77,12 +77,17 @@ class MisalignedRegionError(CubeError):
     """A region write does not cover whole Zarr chunks (parallel writers would lose data)."""
 
 
+def _probe_write(directory: Path) -> None:
+    """Create and remove an empty file in ``directory`` (raises OSError where that fails)."""
+    probe = directory / f".geomoe-write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def ensure_writable(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".geomoe-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _probe_write(path)
     except OSError as exc:
         raise CubeWriteError(
             f"cannot write the cube to {path}: {exc.strerror or exc}; "
@@ -102,9 +107,7 @@ def check_writable(path: Path) -> None:
     try:
         if not target.is_dir():
             raise NotADirectoryError(20, f"{target} is not a directory")
-        probe = target / f".geomoe-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _probe_write(target)
     except OSError as exc:
         raise CubeWriteError(
             f"cannot write the cube to {path}: {exc.strerror or exc}"

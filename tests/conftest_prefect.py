@@ -123,10 +123,9 @@ def _server_env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """Start ``prefect server start`` on a free 127.0.0.1 port; stop it after the session."""
-    home = tmp_path_factory.mktemp("prefect-home")
+@contextlib.contextmanager
+def running_server(home: Path) -> Iterator[PrefectServer]:
+    """``prefect server start`` on a free 127.0.0.1 port with its own ``home``, for the body."""
     port = free_port()
     env = _server_env(home)
     log = home / "server.log"
@@ -138,11 +137,19 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     url = f"http://127.0.0.1:{port}/api"
     try:
         wait_until_serving(f"{url}/health", proc, log, name="prefect server", timeout=90, interval=0.5)
-        env = {**env, "PREFECT_API_URL": url}
-        yield PrefectServer(url=url, home=home, log=log, env=env)
+        yield PrefectServer(url=url, home=home, log=log, env={**env, "PREFECT_API_URL": url})
     finally:
-        _drain_in_process_workers()
         stop_process(proc, timeout=20)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server for the whole session; stopped after it."""
+    with running_server(tmp_path_factory.mktemp("prefect-home")) as server:
+        try:
+            yield server
+        finally:
+            _drain_in_process_workers()
 
 
 def _drain_in_process_workers() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,21 @@ def liverpool_reference(tmp_path_factory, liverpool_aoi, ckpt_xxs):
     out = tmp_path_factory.mktemp("ref") / "liverpool.zarr"
     summary = embed_region(str(liverpool_aoi), checkpoint=ckpt_xxs, out=out, batch_size=8, tile_size=2)
     return out, summary
+
+
+def copy_liverpool_catalog(repo_root: Path, tmp_path: Path, name: str = "copy") -> tuple[Path, Path]:
+    """A static collection of the Liverpool scene copied under ``tmp_path/cat`` (absolute asset
+    hrefs into the copy), for tests that damage its files: (collection.json, scene folder)."""
+    import pystac
+
+    dst = tmp_path / "cat" / LIVERPOOL_ITEM
+    shutil.copytree(repo_root / "catalogs" / "landsat-scenes" / LIVERPOOL_ITEM, dst)
+    item = pystac.Item.from_file(str(dst / f"{LIVERPOOL_ITEM}.json"))
+    coll = pystac.Collection(id=name, description="a copy", license="CC0-1.0",
+                             extent=pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]),
+                                                  pystac.TemporalExtent([[None, None]])))
+    item.make_asset_hrefs_absolute()
+    coll.add_item(item)
+    coll.normalize_hrefs(str(tmp_path / "cat"))
+    coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return tmp_path / "cat" / "collection.json", dst

@@ -24,7 +24,7 @@ from geomoe.embed import EmbedRequest, embed_region, prepare, search_and_plan
 from geomoe.errors import CheckpointError, RasterReadError
 from geomoe.lock import store_lock
 
-from .conftest import LIVERPOOL_ITEM
+from .conftest import LIVERPOOL_ITEM, copy_liverpool_catalog
 
 KW = {"batch_size": 8, "tile_size": 2}
 
@@ -221,24 +221,8 @@ def test_bad_checkpoint_creates_no_out(liverpool_aoi, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
-def _copy_catalog(repo_root: Path, tmp_path: Path) -> tuple[Path, Path]:
-    import pystac
-
-    dst = tmp_path / "cat" / LIVERPOOL_ITEM
-    shutil.copytree(repo_root / "catalogs" / "landsat-scenes" / LIVERPOOL_ITEM, dst)
-    item = pystac.Item.from_file(str(dst / f"{LIVERPOOL_ITEM}.json"))
-    coll = pystac.Collection(id="copy", description="a copy", license="CC0-1.0",
-                             extent=pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]),
-                                                  pystac.TemporalExtent([[None, None]])))
-    item.make_asset_hrefs_absolute()
-    coll.add_item(item)
-    coll.normalize_hrefs(str(tmp_path / "cat"))
-    coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return tmp_path / "cat" / "collection.json", dst
-
-
 def test_missing_cog_creates_no_out_and_names_the_file(repo_root, liverpool_aoi, ckpt_xxs, tmp_path):
-    catalog, scene = _copy_catalog(repo_root, tmp_path)
+    catalog, scene = copy_liverpool_catalog(repo_root, tmp_path)
     (scene / "swir16.tif").unlink()
     out = tmp_path / "c.zarr"
     with pytest.raises(RasterReadError, match=r"swir16\.tif.*does not exist"):
@@ -253,7 +237,7 @@ def test_missing_cog_creates_no_out_and_names_the_file(repo_root, liverpool_aoi,
 def test_failure_while_resuming_keeps_finished_tiles(repo_root, liverpool_reference, liverpool_aoi, ckpt_xxs,
                                                      tmp_path):
     """A store this run did not create is never removed: a read error on resume keeps the done tiles."""
-    catalog, scene = _copy_catalog(repo_root, tmp_path)
+    catalog, scene = copy_liverpool_catalog(repo_root, tmp_path)
     out = tmp_path / "c.zarr"
     env = {**os.environ, "GEOMOE_FAULT": "after_tile_write:2"}
     proc = subprocess.run([sys.executable, "-c", PARTIAL, str(liverpool_aoi), str(ckpt_xxs), str(out)],

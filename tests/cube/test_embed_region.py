@@ -19,7 +19,7 @@ from geomoe.embed import embed_region, resolve_checkpoint
 from geomoe.errors import AOIError, CheckpointError, NoScenesError
 from geomoe.lock import CubeLockedError, store_lock
 
-from .conftest import LIVERPOOL_ITEM
+from .conftest import LIVERPOOL_ITEM, copy_liverpool_catalog
 
 
 def test_liverpool_cube_layout_coords_and_attrs(liverpool_reference, repo_root, ckpt_xxs):
@@ -210,23 +210,11 @@ def test_corrupt_raster_fails_cleanly_without_hang_store_consistent(repo_root, c
     reader threads stop, no hang). The run fails before any tile is finished, so the store it
     created is removed: a failed start leaves nothing behind (a store holding finished tiles
     is kept: tests/cube/test_data_safety.py::test_failure_while_resuming_keeps_finished_tiles)."""
-    import pystac
-
     from geomoe.errors import RasterReadError
 
-    src = repo_root / "catalogs" / "landsat-scenes" / LIVERPOOL_ITEM
-    dst = tmp_path / "cat" / LIVERPOOL_ITEM
-    shutil.copytree(src, dst)
+    _, dst = copy_liverpool_catalog(repo_root, tmp_path, name="corrupt")
     data = (dst / "nir08.tif").read_bytes()
     (dst / "nir08.tif").write_bytes(data[: len(data) // 3])  # truncated: later tiles fail to read
-    item = pystac.Item.from_file(str(dst / f"{LIVERPOOL_ITEM}.json"))
-    coll = pystac.Collection(id="corrupt", description="truncated copy", license="CC0-1.0",
-                             extent=pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]),
-                                                  pystac.TemporalExtent([[None, None]])))
-    item.make_asset_hrefs_absolute()
-    coll.add_item(item)
-    coll.normalize_hrefs(str(tmp_path / "cat"))
-    coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     out = tmp_path / "c.zarr"
     with pytest.raises(RasterReadError):
         embed_region(str(liverpool_aoi), catalog=str(tmp_path / "cat" / "collection.json"),

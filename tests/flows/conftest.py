@@ -4,15 +4,13 @@ fresh Prefect server (no pools, no deployments) for tests of the documented firs
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from tests.conftest import seeded_checkpoint
-from tests.conftest_prefect import BIN, PrefectServer, _server_env, stop_process
-from tests.servers import free_port, wait_until_serving
+from tests.conftest_prefect import PrefectServer, running_server
 
 
 @pytest.fixture
@@ -21,21 +19,8 @@ def fresh_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
 
     The session ``prefect_server`` already holds what other tests created, so it cannot show
     whether the README's setup works from nothing."""
-    home = tmp_path_factory.mktemp("prefect-fresh")
-    port = free_port()
-    env = _server_env(home)
-    log = home / "server.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_until_serving(f"{url}/health", proc, log, name="prefect server", timeout=90, interval=0.5)
-        yield PrefectServer(url=url, home=home, log=log, env={**env, "PREFECT_API_URL": url})
-    finally:
-        stop_process(proc, timeout=20)
+    with running_server(tmp_path_factory.mktemp("prefect-fresh")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

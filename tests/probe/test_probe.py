@@ -23,6 +23,8 @@ from geomoe.probe import (
     write_folder_dataset,
 )
 
+from .conftest import single_label_patches
+
 REQUIRED = ("micro_map_mean", "micro_map_std", "macro_map_mean", "macro_map_std", "n_samples",
             "n_folds", "checkpoint_sha256", "pooling")
 
@@ -93,15 +95,7 @@ def test_poolings_give_different_embeddings(ben_data, pooling):
 
 
 def test_folder_dataset_multiclass_accuracy(tmp_path, xxs_checkpoint):
-    labelled, _ = load_labelled_items()
-    pick = {"water": "Marine waters", "conifer": "Coniferous forest", "arable": "Arable land"}
-    chosen, used = [], set()
-    for name, cls in pick.items():
-        others = set(pick.values()) - {cls}
-        got = [it for it, lab in labelled if cls in lab and not others & set(lab)
-               and it.id not in used and it.id != "S2A_MSIL2A_20170613T101032_67_54"][:8]
-        used.update(it.id for it in got)
-        chosen += [(it, name) for it in got]
+    chosen = [(it, name) for name, got in single_label_patches(8) for it in got]
     root = write_folder_dataset(chosen, tmp_path / "eurosat-like")
     assert sorted(p.name for p in root.iterdir()) == ["arable", "conifer", "water"]
     data = load_folder_dataset(root)

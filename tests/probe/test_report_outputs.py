@@ -18,12 +18,11 @@ from geomoe.probe import (
     ProbeFoldsWarning,
     ReportExistsError,
     check_report_paths,
-    load_labelled_items,
     run_probe,
     write_folder_dataset,
 )
 
-from .conftest import REPO
+from .conftest import REPO, single_label_patches
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -35,15 +34,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 def folder_sets(tmp_path_factory):
     """Two EuroSAT-layout sets from the bundled sample: 3 classes x 6 images, and the same with
     one class cut to 2 images (too few for 5 folds)."""
-    labelled, _ = load_labelled_items()
-    pick = {"water": "Marine waters", "conifer": "Coniferous forest", "arable": "Arable land"}
-    chosen, used = [], set()
-    for name, cls in pick.items():
-        others = set(pick.values()) - {cls}
-        got = [it for it, lab in labelled if cls in lab and not others & set(lab)
-               and it.id not in used and it.id != "S2A_MSIL2A_20170613T101032_67_54"][:6]
-        used.update(it.id for it in got)
-        chosen.append((name, got))
+    chosen = single_label_patches(6)
     root = tmp_path_factory.mktemp("sets")
     even = write_folder_dataset([(it, n) for n, got in chosen for it in got], root / "even")
     small = write_folder_dataset([(it, n) for n, got in chosen
