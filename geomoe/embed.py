@@ -493,8 +493,8 @@ class EmbedSummary:
         return (f"embedded {self.chips_embedded:,} chips, skipped {self.chips_skipped_cloud:,} for "
                 f"cloud/fill (valid < min_valid), {self.tiles_written} tile(s) written, "
                 f"{self.tiles_already_done} already done, in {self.seconds:.1f} s "
-                f"({self.chips_per_s:,.1f} chips/s on {self.device}, {self.precision}, "
-                f"{self.threads} thread(s)); cube: {self.out} "
+                f"({self.chips_per_s:,.1f} chips/s on {self.device}, {self.precision}"
+                f"{'' if self.threads is None else f', {self.threads} thread(s)'}); cube: {self.out} "
                 f"(groups: {', '.join(self.groups)})")
 
 
