@@ -1,8 +1,23 @@
-"""geomoe: Landsat Collection 2 archives to analysis-ready embedding cubes."""
+"""geomoe: Landsat Collection 2 archives to analysis-ready embedding cubes.
+
+The public API, one function per step of the pipeline::
+
+    import geomoe
+    items = geomoe.search(None, "catalogs/aois/liverpool.geojson")   # None: the bundled catalog
+    summary = geomoe.embed_region("catalogs/aois/liverpool.geojson", out="cube.zarr")
+    cube = geomoe.open_cube("cube.zarr")
+    ds = cube["utm30n"]                     # xarray Dataset: embedding (time, y, x, dim)
+
+``search`` and ``load_aoi`` find the data, ``plan_chips`` and ``iter_chips`` cut it into
+40 x 40 pixel chips, ``load_model`` loads a checkpoint, ``embed_region`` writes a cube,
+``open_cube`` reads one, ``pretrain`` trains a model and ``probe`` evaluates one. The names
+are imported on first use, so ``import geomoe`` itself does not load torch.
+"""
 
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 try:
     __version__ = version("geomoe")
@@ -29,3 +44,63 @@ def _short_openmp_spins() -> None:
 
 
 _short_openmp_spins()
+
+
+# ------------------------------------------------------------------------------ public API
+#: The public API: one function per pipeline step. Everything else is reached through its
+#: module (``geomoe.chips.ChipPlan``, ``geomoe.cube.open_group``, ...) and may change.
+__all__ = [
+    "search",
+    "load_aoi",
+    "plan_chips",
+    "iter_chips",
+    "load_model",
+    "embed_region",
+    "open_cube",
+    "pretrain",
+    "probe",
+]
+
+#: public name -> (module, attribute). Resolved on first use (PEP 562), so ``import geomoe``
+#: stays light (no torch, xarray or prefect) and the OpenMP setting above still precedes torch.
+_PUBLIC = {
+    "search": ("geomoe.catalog", "search"),
+    "load_aoi": ("geomoe.aoi", "load_aoi"),
+    "plan_chips": ("geomoe.chips", "plan_chips"),
+    "iter_chips": ("geomoe.chips", "iter_chips"),
+    "load_model": ("geomoe.api", "load_model"),
+    "embed_region": ("geomoe.embed", "embed_region"),
+    "open_cube": ("geomoe.cube_reader", "open_cube"),
+    "pretrain": ("geomoe.api", "pretrain"),
+    # the module geomoe.probe shares this name until the evaluation code moves to its own
+    # subpackage; it is callable (geomoe.probe(...) is geomoe.probe.run_probe(...)), so the name
+    # means the same whether or not the module was imported first
+    "probe": ("geomoe.probe", None),
+}
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'geomoe' has no attribute {name!r}")
+    from importlib import import_module
+
+    module, attr = _PUBLIC[name]
+    obj = import_module(module)
+    if attr is not None:
+        obj = getattr(obj, attr)
+    globals()[name] = obj
+    return obj
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
+    from geomoe import probe
+    from geomoe.aoi import load_aoi
+    from geomoe.api import load_model, pretrain
+    from geomoe.catalog import search
+    from geomoe.chips import iter_chips, plan_chips
+    from geomoe.cube_reader import open_cube
+    from geomoe.embed import embed_region

@@ -37,12 +37,30 @@ _FIX_VALID = ("fix it in QGIS (Vector > Geometry Tools > Fix Geometries) or with
 
 
 def load_aoi(src: AOISource, *, timeout: float = 20.0, area: bool = False) -> BaseGeometry:
-    """Read an AOI and return a valid, non-empty shapely geometry in EPSG:4326 (lon, lat).
+    """Read an area of interest as a valid shapely geometry in EPSG:4326.
 
-    Raises AOIError naming what is wrong (unreadable file, invalid JSON, not GeoJSON, unknown CRS,
-    empty or self-intersecting geometry, coordinates out of range) and how to fix it.
-    ``area=True`` (embedding, pretraining: they need chips inside the AOI) also refuses points
-    and lines, which have no area; a catalog search may use them.
+    Parameters
+    ----------
+    src : str, Path, dict or shapely geometry
+        GeoJSON file, http(s) URL, inline GeoJSON text or dict (Geometry, Feature or
+        FeatureCollection), or a geometry. Coordinates in another CRS are reprojected when the
+        GeoJSON names it (``crs`` member); a geometry crossing the antimeridian is split.
+    timeout : float
+        Seconds to wait for a URL.
+    area : bool
+        Also refuse points and lines, which have no area (embedding and pretraining need chips
+        inside the AOI; a catalog search may use them).
+
+    Returns
+    -------
+    shapely.geometry.base.BaseGeometry
+        Valid and non-empty, coordinates (lon, lat) in degrees.
+
+    Raises
+    ------
+    geomoe.errors.AOIError
+        Names what is wrong (unreadable file, invalid JSON, not GeoJSON, unknown CRS, empty or
+        self-intersecting geometry, coordinates out of range) and how to fix it.
     """
     if isinstance(src, BaseGeometry):
         label, geom = "the shapely geometry", src

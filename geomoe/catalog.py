@@ -312,13 +312,44 @@ def search(catalog: str | Path | CatalogHandle | None, aoi: AOISource,
            datetime: Any = None, max_cloud: float | None = None,
            platforms: Sequence[str] | None = None, *, collection: str | None = None,
            limit: int = 100, timeout: float = 30.0) -> list[pystac.Item]:
-    """Landsat 8/9 items of `catalog` (URL, path, handle, or None = bundled) meeting the AOI.
+    """Landsat 8/9 Collection 2 Level-2 scenes of a STAC catalog that meet an AOI.
 
-    `datetime`: RFC 3339 instant or interval ("2020-01-01/2020-12-31", ".." open); `max_cloud`:
-    max eo:cloud_cover in percent (items without it pass); `platforms`: subset of
-    ('landsat-8', 'landsat-9'). Returns items sorted by (datetime, id) with absolute asset hrefs;
-    raises NoScenesError when nothing matches, CatalogError when the catalog cannot be read,
-    AOIError for a bad AOI, UnsupportedPlatformError for Landsat 4-7.
+    Parameters
+    ----------
+    catalog : str, Path, CatalogHandle or None
+        STAC API URL, static catalog or collection (file or URL); None: the bundled catalog.
+    aoi : str, Path, dict or shapely geometry
+        GeoJSON file, URL, inline GeoJSON or geometry (see :func:`geomoe.aoi.load_aoi`);
+        points and lines are allowed here.
+    datetime : str or datetime, optional
+        RFC 3339 instant or interval, e.g. "2020-01-01/2020-12-31"; ".." leaves an end open,
+        and a partial date ("2020", "2020-06") covers its whole year or month.
+    max_cloud : float, optional
+        Largest ``eo:cloud_cover`` in percent (0-100); items without it pass.
+    platforms : sequence of str, optional
+        A subset of ("landsat-8", "landsat-9"); None: both.
+    collection : str, optional
+        Collection id on a STAC API (default "landsat-c2-l2").
+    limit : int
+        Items per page of a STAC API search.
+    timeout : float
+        Seconds to wait for a remote catalog.
+
+    Returns
+    -------
+    list of pystac.Item
+        Sorted by (datetime, id), asset hrefs absolute.
+
+    Raises
+    ------
+    geomoe.errors.NoScenesError
+        Nothing matches (the message names the filters).
+    geomoe.errors.CatalogError
+        The catalog cannot be opened or searched.
+    geomoe.errors.AOIError
+        The AOI is unusable.
+    UnsupportedPlatformError
+        ``platforms`` names Landsat 4-7.
     """
     return search_catalog(catalog, aoi, datetime=datetime, max_cloud=max_cloud,
                           platforms=platforms, collection=collection, limit=limit,

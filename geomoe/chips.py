@@ -218,12 +218,34 @@ def _sort_chips(chips: np.ndarray, by_item: bool) -> np.ndarray:
 
 
 def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: RasterPool | None = None) -> ChipPlan:
-    """Decide every chip (no pixel reads): group items by CRS (+ solar day) and enumerate chips.
+    """Decide every chip of ``items`` inside ``aoi``, without reading pixels.
 
-    items: pystac Items (Landsat 8/9, 7 SR bands). aoi: shapely geometry in EPSG:4326 (or anything
-    ``geomoe.aoi.load_aoi`` reads), None = whole items. grid: "fixed" | "item" | None (item
-    property ``geomoe:chip_grid``, else "fixed"). Raises MissingBandError / UnknownCRSError
-    before anything is read, and NoScenesError for no items.
+    Chips are 40 x 40 pixels of 30 m (1200 m). Items are grouped by CRS (and, on the fixed
+    grid, by solar day); where scenes of a group overlap, each chip comes from the earliest.
+
+    Parameters
+    ----------
+    items : sequence of pystac.Item or dict
+        Landsat 8/9 Collection 2 Level-2 scenes with the 7 SR bands, e.g. from :func:`search`.
+    aoi : shapely geometry or AOI source, optional
+        EPSG:4326, or anything :func:`geomoe.aoi.load_aoi` reads; None: the whole items.
+    grid : {"fixed", "item"}, optional
+        "fixed": one 1200 m grid per CRS, aligned to multiples of 1200 m, so chips of different
+        scenes and dates line up; "item": each scene's own pixel grid (pre-chipped patches).
+        None: the item property ``geomoe:chip_grid``, else "fixed".
+    pool : RasterPool, optional
+        Open raster handles to reuse (item-grid planning reads raster headers).
+
+    Returns
+    -------
+    ChipPlan
+        ``groups`` (one per CRS and day or per item grid), each with its ``items`` and
+        ``chips`` (a structured array of row, col, time, item_id); ``len(plan)`` chips in all.
+
+    Raises
+    ------
+    geomoe.errors.MissingBandError, UnknownCRSError, geomoe.errors.NoScenesError
+        Before any pixel is read.
     """
     t0 = _time.perf_counter()
     items = _as_items(items)
@@ -481,11 +503,49 @@ def iter_chips(
     workers: int = 2,
     prefetch: int = 1,
 ) -> ChipStream:
-    """Batches of chips (see ChipBatch) for ``items`` inside ``aoi``, read lazily tile by tile.
+    """Read the chips of ``items`` inside ``aoi`` in batches, lazily, tile by tile.
 
-    epsg / window=(row0, row1, col0, col1) (half-open, chip indices) restrict to one tile of one
-    CRS group. ``plan`` reuses a plan from :func:`plan_chips` (same items/aoi/grid).
-    Errors (MissingBandError, UnknownCRSError, NoScenesError) are raised here, before any read.
+    Parameters
+    ----------
+    items : sequence of pystac.Item or dict
+        Landsat 8/9 Collection 2 Level-2 scenes, as for :func:`plan_chips`.
+    aoi : shapely geometry or AOI source, optional
+        EPSG:4326; None: the whole items.
+    batch_size : int
+        Chips per batch (the last batch of the stream may be smaller).
+    min_valid : float
+        Fraction in [0, 1]: chips with fewer valid pixels are skipped and reported in the
+        batch's ``skipped_*`` fields. A pixel is invalid where ``mask_bits`` are set in
+        QA_PIXEL or a band holds the fill value 0.
+    grid : {"fixed", "item"}, optional
+        As for :func:`plan_chips`.
+    epsg : int, optional
+        Only the group of this CRS.
+    window : tuple of int, optional
+        (row0, row1, col0, col1), half-open, in chip indices of the group's grid: one tile.
+    mask_bits : iterable of int or str
+        QA_PIXEL bits (or names such as "cloud") that mark a pixel invalid; default fill,
+        dilated cloud, cirrus, cloud and cloud shadow.
+    plan : ChipPlan, optional
+        A plan from :func:`plan_chips` of the same items, AOI and grid, to avoid planning again.
+    workers : int
+        Raster-reading threads.
+    prefetch : int
+        Batches read ahead of the consumer.
+
+    Returns
+    -------
+    iterable of ChipBatch
+        Each batch: ``pixels`` (N, 7, 40, 40) uint16 DN of SR_B1..SR_B7; ``week``, ``hour``,
+        ``lat``, ``lon`` (N, 2) float32 (sin, cos) acquisition metadata; ``valid`` (N,) float32
+        valid fraction; ``x``, ``y`` (N,) float64 chip centres in metres of the chip's CRS;
+        ``index`` (N,) (epsg, row, col, time); ``item_id`` (N,) str. ``zscored()`` gives the
+        model's input, (N, 7, 40, 40) float32.
+
+    Raises
+    ------
+    geomoe.errors.MissingBandError, UnknownCRSError, geomoe.errors.NoScenesError
+        Here, before any pixel is read.
     """
     if plan is None:
         plan = plan_chips(items, aoi=aoi, grid=grid)

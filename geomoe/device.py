@@ -1,10 +1,9 @@
 """Device choice: ``auto`` | ``cpu`` | ``cuda[:N]``; bf16 autocast on CUDA for inference.
 
-Why bf16 only on CUDA by default: on an H100 it is 2.3x fp32 (40.6k vs 17.6k chips/s, size S,
-batch 16384) with tokens within ~1.3e-2 relative L2; on CPU the gain depends on avx512_bf16
-and the cube's reproducibility matters more, so CPU stays fp32 unless asked
-(``embed-region --precision bf16``). CI has no GPU: the CUDA figures come from
-benchmarks/bench_gpu.py.
+Why bf16 only on CUDA by default: on a GPU it is much faster than fp32, with tokens within
+about 1e-2 relative L2; on CPU the gain depends on avx512_bf16 and the cube's reproducibility
+matters more, so CPU stays fp32 unless asked (``embed-region --precision bf16``). CI has no
+GPU: the CUDA figures come from benchmarks/bench_gpu.py (see benchmarks/README.md).
 Pretraining is different (:func:`train_bf16`): there speed matters more than bit-equal
 reruns across machines, so ``auto`` trains in bf16 wherever the hardware runs bf16 natively.
 """
@@ -142,8 +141,8 @@ def bf16_honoured(device: torch.device) -> bool:
 def train_bf16(device: torch.device, precision: str = "auto") -> bool:
     """Whether a pretraining step runs under bf16 autocast: ``auto`` = where :func:`native_bf16`.
 
-    Measured (size S, batch 128, forward_mae + backward + AdamW, 2-core Zen 4 with
-    AVX512-BF16, benchmarks/bench_model.py): bf16 ~1.5x fp32 (223-236 vs 145-159 chips/s).
+    Where the hardware runs bf16 natively, a bf16 training step is clearly faster than fp32
+    (benchmarks/bench_model.py; figures in benchmarks/README.md).
     """
     check_precision(precision)
     if precision == "bf16":

@@ -88,11 +88,11 @@ def get_model(path: Path, sha256: str, device: torch.device, compile: bool = Fal
 
     ``compile``: :func:`geomoe.model.compile_for_inference` where inference runs in bf16
     (:func:`geomoe.device.infer_bf16`: CUDA, or ``precision="bf16"``); the graph serves bf16
-    autocast calls only. H100, size S: ~81k vs ~41k chips/s eager, 45-60 s to compile once per
-    worker, one batch size compiled, a smaller tail batch eager. 2-core CPU: 40-50 s to compile
-    the first time, about 8 s in later processes (inductor's disk cache, keyed to the exp swap
-    of :func:`geomoe.model.compile.cpu_exp_u20`), then full chunks of 32 chips compiled (see
-    README, Performance). Ignored for fp32, where the compiled graph is no faster.
+    autocast calls only. It compiles once per worker process: on CUDA one batch size (a smaller
+    tail batch runs eager); on CPU full chunks of 32 chips, and later processes load the graph
+    from inductor's disk cache (keyed to the exp swap of
+    :func:`geomoe.model.compile.cpu_exp_u20`), which is much quicker. Ignored for fp32, where
+    the compiled graph is no faster. Speed-ups and compile times: benchmarks/README.md.
     """
     from geomoe.model import compile_for_inference, load_checkpoint
 
@@ -510,17 +510,76 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
                  max_cloud: float | None = None, tile_size: int = 32, table_tile: int = 256,
                  grid: str | None = None, prefetch: int = 2, read_workers: int = 2,
                  compile: bool = False, precision: str = "auto") -> EmbedSummary:
-    """Embed every chip of ``aoi`` into the cube at ``out``; resumes a killed run.
+    """Embed every chip of ``aoi`` into a Zarr embedding cube; rerun to resume a killed run.
 
-    Holds an exclusive lock on ``out`` for the whole run (a second run is refused with
-    CubeLockedError). Returns an EmbedSummary; ``progress`` is called after each batch.
-    Bad input is refused before anything is created (:func:`search_and_plan`); a run that
-    fails before finishing any tile removes the store it created; a full disk raises
-    CubeDiskFullError (one line: where, about how much more space, a rerun resumes).
-    ``precision``: ``auto`` embeds in bf16 autocast on CUDA and fp32 on CPU. ``bf16`` with
-    ``compile`` on a CPU with AVX512-BF16 is 2-3x fp32 end to end (2-core Zen 5; 1.7-2x on
-    Zen 4; benchmarks/bench_embed.py; eager bf16 is no faster), vectors within ~1e-2 relative.
-    Not part of the cube's identity, like the device (a GPU rerun may finish a CPU cube).
+    Searches ``catalog``, plans the 40 x 40 pixel (1200 m) chips inside ``aoi``, embeds each
+    with the model and writes the cube at ``out`` tile by tile, plus its STAC item
+    ``<out>.stac-item.json``. Bad input is refused before anything is created; a run that fails
+    before finishing any tile removes the store it created. A store at ``out`` is resumed only
+    if it is this request's cube (same model, settings and chips); anything else is refused
+    untouched. The run holds an exclusive lock on ``out`` (a second run is refused).
+
+    Parameters
+    ----------
+    aoi : str, Path, dict or shapely geometry
+        Area of interest: GeoJSON file, URL, inline GeoJSON or geometry (EPSG:4326 unless the
+        GeoJSON names another CRS); it must have an area.
+    catalog : str, optional
+        STAC API URL, static catalog or collection file; None: the bundled catalog.
+    datetime : str, optional
+        RFC 3339 instant or interval, e.g. "2020-06-01/2020-09-30".
+    checkpoint : str or PathLike, optional
+        Model weights (geomoe ``.safetensors`` or published ``.pth``); None: the demo
+        checkpoint (see :func:`geomoe.load_model`).
+    out : str or PathLike
+        The cube's Zarr store (a directory).
+    device : str
+        "auto" (the first CUDA GPU, else the CPU), "cpu" or "cuda[:N]".
+    batch_size : int
+        Chips per model call.
+    min_valid : float
+        Fraction in [0, 1]: chips with fewer valid (clear, non-fill) pixels are skipped: NaN
+        embedding, their ``valid_fraction`` recorded.
+    pooling : {"mean", "cls", "patch_mean"}
+        How a chip's tokens become one vector.
+    dtype : {"float32", "float16"}
+        Storage type of the embeddings.
+    progress : callable, optional
+        Called with a ``Progress`` (chips done and total, chips/s, ETA) after each batch.
+    max_cloud : float, optional
+        Largest scene ``eo:cloud_cover`` in percent (0-100).
+    tile_size : int
+        Grid tile edge in chips: the unit of writing and resuming.
+    table_tile : int
+        Chips per tile of the chip-table group.
+    grid : {"fixed", "item"}, optional
+        Chip grid (see :func:`geomoe.plan_chips`).
+    prefetch : int
+        Batches read ahead of the model (bounds memory).
+    read_workers : int
+        Raster-reading threads.
+    compile : bool
+        ``torch.compile`` the encoder where it runs in bf16; pays off for long runs, after a
+        one-off compile (see benchmarks/README.md).
+    precision : {"auto", "fp32", "bf16"}
+        "auto": bf16 autocast on CUDA, fp32 on CPU. "bf16" on a CPU pays off only with
+        native bf16 (AVX512-BF16 or AMX) and with ``compile``; elsewhere it runs fp32 with a
+        warning. bf16 vectors differ from fp32 ones at the 1e-2 relative level. Not part of
+        the cube's identity, like the device (a GPU rerun may finish a CPU cube).
+
+    Returns
+    -------
+    EmbedSummary
+        ``out``, ``groups``, chips planned / embedded / skipped for cloud, tiles written and
+        already done, ``seconds``, the checkpoint and its sha256, device, precision and the
+        STAC item's path.
+
+    Raises
+    ------
+    geomoe.errors.GeomoeError
+        Bad input (AOI, catalog, checkpoint, settings, a foreign or different store at
+        ``out``), before anything is written; ``CubeLockedError`` while another run holds
+        ``out``; ``CubeDiskFullError`` on a full disk (a rerun resumes).
     """
     req = EmbedRequest(aoi=aoi, out=str(out), catalog=None if catalog is None else str(catalog),
                        datetime=datetime, max_cloud=max_cloud,

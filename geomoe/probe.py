@@ -455,10 +455,47 @@ def run_probe(
     use_metadata: bool = True, report: str | Path | None = None, min_valid: float = 0.9,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Probe one encoder (and, unless `baseline=False`, random weights of the same size on the
-    same folds); write `report` (.json) plus the same stem .csv and .png when given.
+    """Linear-probe a frozen encoder: cross-validated logistic regression on its embeddings.
 
-    An existing report set is replaced only with `overwrite` and only if geomoe wrote it.
+    This is the public ``geomoe.probe``. Unless ``baseline=False``, random weights of the same
+    size and per-band statistics of the chips are probed on the same folds, for comparison.
+
+    Parameters
+    ----------
+    checkpoint : str or Path, optional
+        Model to probe (geomoe ``.safetensors`` or published ``.pth``); None: the demo checkpoint.
+    random_init : bool
+        Probe randomly initialised weights instead (seeded with ``seed``).
+    size : str, optional
+        Model size ("S", "XS", "XXS"); with a checkpoint it must match it.
+    pooling : str
+        Chip embedding from the tokens: "mean", "cls" or "patch_mean".
+    catalog : str or Path, optional
+        Labelled STAC catalog (BigEarthNet-Landsat layout); None: the bundled sample.
+    dataset_dir : str or Path, optional
+        Folder dataset ``<dir>/<class>/*.tif`` (7 bands SR_B1..SR_B7, DN) instead of a catalog;
+        multi-class accuracy instead of multi-label mAP.
+    n_folds, n_repeats : int
+        Repeated stratified k-fold cross-validation.
+    seed : int
+        Seed of the folds and of random weights.
+    baseline : bool
+        Also probe the two baselines.
+    use_metadata : bool
+        Feed the chips' acquisition week, hour and location to the encoder.
+    report : str or Path, optional
+        Write the report here (``.json``) plus ``.csv`` (per chip) and ``.png`` of the same stem.
+    min_valid : float
+        Fraction in [0, 1]: skip catalog chips with fewer valid (clear, non-fill) pixels.
+    overwrite : bool
+        Replace an existing report set, only if geomoe wrote it; without it one is refused.
+
+    Returns
+    -------
+    dict
+        The report (JSON-able): ``task``, ``n_samples``, ``embedding_dim``, the scores (micro and
+        macro mAP for multi-label, accuracy for multi-class; mean and std over all folds, in
+        [0, 1]), the baselines' scores and ``summary`` (a few lines of text).
     """
     from geomoe.model.mae import POOLINGS
 
@@ -755,3 +792,23 @@ def write_folder_dataset(
         with rasterio.open(out, "w", **profile) as dst:
             dst.write(np.stack(arrs).astype(np.uint16))
     return root
+
+
+# ------------------------------------------------------------------------ geomoe.probe(...)
+import inspect as _inspect  # noqa: E402
+import sys as _sys  # noqa: E402
+import types as _types  # noqa: E402
+
+
+class _CallableModule(_types.ModuleType):
+    """This module, callable: ``geomoe.probe(...)`` is :func:`run_probe` (see ``geomoe.__all__``).
+
+    The module and the public function share the name ``geomoe.probe`` (importing a submodule
+    sets the package attribute); with the module callable the name works the same whichever
+    was imported first."""
+
+    __call__ = staticmethod(run_probe)
+
+
+_sys.modules[__name__].__class__ = _CallableModule
+__signature__ = _inspect.signature(run_probe)  # what help() and IDEs show for geomoe.probe(...)

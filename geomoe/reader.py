@@ -1,15 +1,11 @@
 """Reading Landsat band assets: asset resolution, raster handles, windowed reads onto a grid.
 
-Loader choice, on evidence (benchmarks/bench_chips.py; measured 2026-11-24 on this 2-core CPU
-while other jobs ran, load average 4-8, so ratios matter more than absolute numbers):
+Loader choice, on evidence (benchmarks/bench_chips.py; figures in benchmarks/README.md):
 
-- synthetic 2x2-scene mosaic, 4 x 2400^2 px x 7 bands + QA deflate COGs, 14,400 chips:
-  direct windowed reads (this module + geomoe.chipread, incl. QA mask, metadata, batching)
-  3,700-5,500 chips/s wall, about 8,000 chips per CPU-second; odc-stac 0.5.3 load+compute
-  1,000-1,450 chips/s; stackstac 0.5.1 stack+compute 340-625 chips/s (neither of the two
-  masks nor builds metadata). On the small bundled Liverpool scene (96 chips) per-call
-  overheads dominate and the three are close (direct 2,850-3,944, odc-stac 1,213-2,763,
-  stackstac 856-2,199 chips/s).
+- on a synthetic mosaic of deflate COGs, direct windowed reads (this module +
+  geomoe.chipread, QA mask, metadata and batching included) were several times faster than
+  odc-stac and stackstac loading the same grid (neither of which masks or builds metadata);
+  on the small bundled Liverpool scene per-call overheads dominate and the three are close.
 - stackstac 0.5.1 also fails on items with only ``proj:code`` ("Cannot pick a common CRS"),
   builds a 268x434 grid for the 267x433 scene without ``resolution=``, needs ``rescale=False``
   and ``fill_value=np.uint16(0)`` for uint16, and absolute hrefs. odc-stac reads ``proj:code``

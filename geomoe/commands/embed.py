@@ -40,9 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "to fp32 with a warning (GEOMOE_FORCE_BF16=1 keeps it). Vectors within ~1e-2 "
                         "relative of fp32")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the encoder where it runs in bf16: CUDA, or --precision bf16 "
-                        "(~2x on an H100 after 45-60 s of compiling, 40-50 s on CPU, ~8 s on CPU reruns; "
-                        "no effect in fp32)")
+                   help="torch.compile the encoder where it runs in bf16: CUDA, or --precision bf16. "
+                        "Faster for long runs, after a one-off compile in each process (shorter in "
+                        "later runs, from inductor's disk cache); no effect in fp32. Figures: "
+                        "benchmarks/README.md")
     p.add_argument("--batch-size", type=positive_int, default=256, help="chips per model call (default 256)")
     p.add_argument("--min-valid", type=fraction, default=0.9,
                    help="skip chips with a smaller valid-pixel fraction (recorded in valid_fraction)")

@@ -54,11 +54,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
                    help="auto (default): bf16 autocast on CUDA and on CPUs with native bf16 "
-                   "(AVX512-BF16/AMX; ~1.5x fp32 for size S), else fp32")
+                   "(AVX512-BF16/AMX), where it is faster than fp32; else fp32")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the training step (off by default): 1.25x the eager bf16 "
-                   "step on the 2-core CPU (size S, batch 128), after 1.5-3 minutes of compiling "
-                   "at the first step: worth it beyond roughly 1000 such steps")
+                   help="torch.compile the training step (off by default): faster steps after "
+                   "minutes of compiling at the first one, so it pays off for long runs "
+                   "(figures: benchmarks/README.md)")
     p.add_argument("--max-minutes", type=positive_float, default=None,
                    help="stop (with a checkpoint, resumable) after this much training time")
     p.add_argument("--stop-at-step", type=positive_int, default=None,

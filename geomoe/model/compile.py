@@ -1,12 +1,10 @@
 """Opt-in ``torch.compile`` (inductor) of the eval encoder and of the pretraining pass, with a clean fallback to eager.
 
-Why opt-in: compiling costs 40-50 s per precision on the 2-core CPU for the encoder (about
-8 s in a later process, from inductor's disk cache; about 45 s per batch shape on an H100) and
-1.5-3 minutes for the training pass, and pays off only for long runs. Measured (size S, bf16
-autocast): 2-core CPU, batch 256, eager 242 vs compiled 362 chips/s in one run (fp32 gains
-little, so by default only autocast calls use the graph); H100, batch 16384, eager 40.6k vs
-compiled 81.2k chips/s; pretraining step, 2-core CPU, batch 128, 1.25x eager (paired A/B and
-the real loop).
+Why opt-in: compiling costs tens of seconds per precision and batch shape for the encoder
+(much less in a later process, from inductor's disk cache) and minutes for the training pass,
+so it pays off only for long runs. Under bf16 autocast the compiled encoder and training step
+are clearly faster than eager on CPU and GPU; fp32 gains little, so by default only autocast
+calls use the graph. Figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -29,13 +27,13 @@ _exp_u20_failed = False
 def compile_for_inference(model: MoEMAE, *, fp32: bool = False) -> MoEMAE:
     """Compile ``model``'s per-chunk encoder for eval; returns the same model (in eval mode).
 
-    The compiled graph is used under autocast (bf16), where it measured 1.5x eager on CPU and
-    2x on an H100; plain fp32 calls stay eager (compiled fp32 gained little on CPU) unless
+    The compiled graph is used under autocast (bf16), where it is clearly faster than eager on
+    CPU and GPU; plain fp32 calls stay eager (compiled fp32 gained little on CPU) unless
     ``fp32=True``. The graph uses static-shape layers (dense experts; matmul attention on CPU,
     flash SDPA on CUDA), which inductor fuses better than the eager-fast sparse-expert path;
     fp32 outputs stay within ~1e-5 of eager. On CPU only full chunks of ``model.chunk_size``
     chips use the graph (one shape, no recompiles); a smaller tail chunk runs eager. On CUDA the
-    first batch size compiles (~45-60 s on an H100) and other sizes (tails) run eager.
+    first batch size compiles (about a minute) and other sizes (tails) run eager.
     The weights stay inputs of the graph (not frozen constants), so loading new weights needs no
     recompile and models of one size share a graph; inductor's freezing (prepacked oneDNN
     matmuls, also with max-autotune) measured no faster on the 2-core CPU. If compilation fails
@@ -109,10 +107,9 @@ def run_compiled(model: MoEMAE, images, meta):
 def compile_for_training(model: MoEMAE) -> MoEMAE:
     """Compile ``model``'s masked-autoencoder pass (:meth:`MoEMAE.forward_mae`) and its backward.
 
-    Why opt-in: compiling takes 1.5-3 minutes on the 2-core CPU at the first step (less with
-    inductor's cache warm), and the step is 1.25x eager there (size S, bf16, batch 128: 247 vs
-    197 chips/s in the real loop), so it pays off after roughly 700-1300 such steps. Not
-    measured on a GPU yet.
+    Why opt-in: compiling takes minutes at the first step (less with inductor's cache warm) and
+    the compiled step is only moderately faster than eager on CPU (bf16), so it pays off only
+    for runs of about a thousand steps or more (benchmarks/README.md). Not measured on a GPU yet.
     Only training-mode calls without a ``generator`` use the graph, at the first batch size
     seen (other sizes run eager: no recompiles). The graph draws its dropout bits and routing
     noise from the global generator in eager's order, so a seeded compiled step keeps the same
@@ -177,14 +174,14 @@ def cpu_exp_u20() -> Iterator[None]:
 
     Why: nearly all exps of the bf16 graph are the attention softmax and the experts' silu,
     whose results are rounded to bf16 (8-bit mantissa); ``exp_u20`` (~20 ulp in float32) is
-    the exp ATen's own CPU flash attention uses for its softmax. Measured on the 2-core CPU
-    (size S, batch 256, paired same-process A/B): compiled bf16 encode 1.04x, relative L2 to
-    the fp32 tokens 0.0111 (default exp: 0.0114). Inductor has no option for it, so this swaps
+    the exp ATen's own CPU flash attention uses for its softmax. It makes the compiled bf16
+    encode a little faster, no less accurate against the fp32 tokens (benchmarks/README.md).
+    Inductor has no option for it, so this swaps
     the code template ``CppVecOverrides.exp`` (private API: a torch without it keeps the default
     exp). Inductor's caches cannot see the swap, so a no-op post-grad pass whose ``uuid`` names
     it (:func:`_exp_u20_cache_tag`) goes into their keys: graphs built with exp_u20 are cached
     apart from default-exp ones, and a later process loads them instead of compiling again
-    (size S, 2-core CPU: 7.8 s instead of 44-50 s to the first compiled call). If the caller
+    (seconds instead of most of a minute to the first compiled call). If the caller
     already set such a pass, the graph is kept out of the caches instead.
     Only code generated inside the block changes; compiled graphs keep what they were built with
     (dynamo shares one graph between models of a size, so this is not a per-model choice).

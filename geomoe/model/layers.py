@@ -30,9 +30,9 @@ def _cv(x: Tensor) -> Tensor:
 def _fast_dropout(x: Tensor, p: float) -> Tensor:
     """Inverted dropout for CPU tensors from 16-bit uniform draws, four per 64-bit draw.
 
-    torch's CPU bernoulli_ draws one number per element from one mt19937 stream (3.4 ms for a
-    3840x144 activation, ~9 % of a bf16 pretraining step); this draws a quarter as many from
-    the same global generator (reproducible under torch.manual_seed, ~1.2 ms). The drop
+    torch's CPU bernoulli_ draws one number per element from one mt19937 stream, a noticeable
+    share of a bf16 pretraining step; this draws a quarter as many from the same global
+    generator (reproducible under torch.manual_seed), about three times faster. The drop
     probability is ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.1000061); kept values are
     scaled by 1 / (1 - that), so the expectation is exact. Compiled graphs keep the same
     elements as eager (:func:`random_int16`).
@@ -66,7 +66,7 @@ def _top_k(h: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """torch.topk(h, k, dim=-1) (values descending) for the few experts of a layer.
 
     Eager on CPU this is torch.topk. On GPUs and in compiled graphs, k rounds of max: torch.topk
-    over 3-5 columns costs a sort kernel per layer (~10 % of a bf16 H100 encode) and is an
+    over 3-5 columns costs a sort kernel per layer (a visible share of a bf16 GPU encode) and is an
     opaque call to inductor; k maxes are cheap and fuse with their neighbours.
     """
     if h.device.type == "cpu" and not torch.compiler.is_compiling():
@@ -90,10 +90,10 @@ def fusable_linear(x: Tensor, layer: nn.Linear) -> Tensor:
     Why: ATen's CPU addmm first copies the bias into every output row and then accumulates
     the GEMM onto it, one more write and read of the output; a plain matmul's bias add fuses
     into the kernel that consumes the output anyway (silu mix, residual or position add).
-    Under autocast the bias is added in float32 to the bf16 product. Measured (size S, 2-core
-    CPU, compiled bf16 encode of 256 real chips, same-process paired A/B): 1.05x; relative L2
-    to the fp32 tokens 0.0111 (addmm: 0.0112). Not for the q/k/v projection, whose output goes
-    to the attention matmuls in bf16 and would be rounded twice (with it: relative L2 0.0117).
+    Under autocast the bias is added in float32 to the bf16 product. The compiled bf16 encode
+    gets a little faster and no less accurate (benchmarks/README.md, "Model internals"). Not
+    for the q/k/v projection, whose output goes to the attention matmuls in bf16 and would be
+    rounded twice (measurably further from the fp32 tokens).
     Eager keeps addmm, where the separate add would be one more pass.
     """
     if x.device.type == "cpu" and torch.compiler.is_compiling() and layer.bias is not None:
@@ -132,11 +132,9 @@ class GroupedQueryAttention(nn.Module):
     def resolved_impl(self, x: Tensor) -> str:
         """``impl``, with "auto" resolved for input ``x``: "sdpa" or "matmul".
 
-        Matmul on CPU under bf16 autocast, SDPA otherwise. Measured at head size 18 (2 cores,
-        bf16, matmul vs float32 SDPA): attention core of an eval chunk of 32 chips 3.4 vs 3.8 ms;
-        pretraining fwd+bwd, encoder (batch 128, 30 tokens) 3.8 vs 7.6 ms, decoder layer (105
-        tokens) 49 vs 56 ms; a whole bf16 pretraining step 216 vs 187 chips/s. In float32 SDPA
-        wins (eval 3.6 vs 4.4 ms).
+        Matmul on CPU under bf16 autocast, SDPA otherwise: at head size 18 under bf16 the
+        matmul form beat float32 SDPA for eval chunks and, by more, for the pretraining
+        forward and backward; in float32 SDPA wins (benchmarks/README.md, "Model internals").
         """
         if self.impl != "auto":
             return self.impl
@@ -171,9 +169,9 @@ def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, max_scores: int) -> Tenso
     the output as ``(v^T p^T)^T``. Why: a compiled softmax then reduces over the outer axis,
     16 queries per vector, instead of along 105-long rows (horizontal reductions, masked
     tails), and the second matmul writes 105/210-long output rows instead of 18-wide ones.
-    Same values up to bf16 rounding. Measured on the 2-core CPU (size S, bf16, same-process
-    paired A/B against the row-wise form): compiled encode, batch 256, 1.040x; compiled
-    pretraining step 1.054x; eager encode 1.022x; eager pretraining step on par (0.998x).
+    Same values up to bf16 rounding. A few percent faster than the row-wise form, compiled
+    and eager, for inference and the compiled pretraining step; the eager pretraining step is
+    on par (benchmarks/README.md, "Model internals").
     Along this axis ATen's bf16 softmax (float math inside) was as fast as or faster than a
     float32 softmax plus a cast, also for the encoder's 30 keys in pretraining.
 
@@ -182,16 +180,15 @@ def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, max_scores: int) -> Tenso
     sum of exps together, and the division happens on the (d, M) output instead of the
     (N, M) probabilities. Why: a compiled softmax over the outer axis runs as four passes
     with a float32 buffer of all exps between them (the scores of a piece are L2-sized, that
-    buffer is not); deferred, there are two passes over bf16 data. Measured (size S, compiled
-    bf16 encode, batch 256, same-process paired A/B): 1.134x (IQR 1.100-1.170); eager encode
-    on par (1.005x). Cost: the numerators and the sum are each rounded to bf16 by the matmul,
-    so the attention output is 2.9e-3 from float64 instead of 1.7e-3 (layers 0/7/14 of the
-    reference model); the encoder's tokens on 256 real chips are 0.0118 from fp32 instead of
-    0.0111, the mean-pooled embeddings 4.6e-3 (median) instead of 4.8e-3. Training keeps the
-    normalised softmax: its backward is cheaper eager (deferred: 0.93x).
+    buffer is not); deferred, there are two passes over bf16 data, which speeds up the compiled
+    bf16 encode by about a tenth (eager on par). Cost: the numerators and the sum are each
+    rounded to bf16 by the matmul, so the attention output and the encoder's tokens move
+    slightly further from float64 / fp32; the mean-pooled embeddings do not (figures:
+    benchmarks/README.md, "Model internals"). Training keeps the normalised softmax: its
+    backward is cheaper eager (the deferred form was slower there).
     Runs over even batch pieces of at most ``max_scores`` score elements: attention is per
     chip, and cache-sized scores keep the softmax and its backward fast (a 4M-element decoder
-    piece's softmax backward ran 15x slower per element than a 1M-element one).
+    piece ran its softmax backward many times slower per element than a 1M-element one).
     """
     b, per_chip = q.shape[0], q.shape[1] * q.shape[2] * k.shape[2]
     pieces = max(1, -(-b * per_chip // max_scores))
@@ -276,10 +273,9 @@ class MoEFeedForward(nn.Module):
     def resolved_impl(self, x: Tensor) -> str:
         """``impl``, with "auto" resolved for input ``x``: "sparse" or "dense".
 
-        Dense on GPUs (no host sync; H100 bf16 eval: sparse 31.5k vs dense 36.8k chips/s) and for
-        a CPU autograd graph under bf16 autocast (pretraining step, batch 128, 2 cores: dense
-        ~680 ms vs sparse ~880 ms; the sparse gathers and scatters are slow in bf16). Sparse
-        otherwise on CPU (eval, batch 256: ~7 % faster in fp32, on par in bf16).
+        Dense on GPUs (no host sync, faster in bf16 eval) and for a CPU autograd graph under
+        bf16 autocast (the sparse gathers and scatters are slow in bf16). Sparse otherwise on
+        CPU (a little faster in fp32 eval, on par in bf16). Figures: benchmarks/README.md.
         """
         if self.impl != "auto":
             return self.impl
@@ -372,8 +368,8 @@ class _GatedSwiGLU(torch.autograd.Function):
     """``_mix_experts(aw, g) * v`` with a hand-written backward: aw (T, E*h), v (T, h), g (T, E).
 
     Autograd's backward of the sliced forward zero-fills a full-size gradient for each of the
-    2E slices and sums them; this writes each gradient once (pretraining step, bf16, batch
-    128, 2-core CPU: 1.05-1.09x in a same-process A/B).
+    2E slices and sums them; this writes each gradient once (a faster bf16 pretraining step on
+    CPU; benchmarks/README.md).
     """
 
     @staticmethod
