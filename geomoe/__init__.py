@@ -34,7 +34,7 @@ def _short_openmp_spins() -> None:
     torch's CPU kernels run on libgomp, whose idle threads spin-wait (300,000 spins by
     default) at every parallel region's end. When another process holds one of the cores, a
     descheduled thread stalls its partners' spin and throughput collapses several-fold; a short
-    spin keeps most of the quiet-machine speed and none of the collapse
+    spin keeps most of the quiet-machine speed and avoids most of the collapse
     (benchmarks/bench_threads.py). libgomp reads its environment once, when torch is loaded,
     so this only acts when geomoe is imported before torch (the CLI, flows and workers are).
     """
