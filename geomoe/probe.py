@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 from geomoe.errors import CheckpointError, GeomoeError
+from geomoe.resources import demo_checkpoint, labelled_catalog
 
-REPO = Path(__file__).resolve().parents[1]
 #: The demo checkpoint geomoe ships (made by `geomoe pretrain`, see checkpoints/README.md).
-DEFAULT_CHECKPOINT = REPO / "checkpoints" / "geomoe-demo-S.safetensors"
+DEFAULT_CHECKPOINT = demo_checkpoint()
 #: The bundled labelled sample.
-DEFAULT_LABELLED_CATALOG = REPO / "catalogs" / "bigearthnet-landsat-sample" / "collection.json"
+DEFAULT_LABELLED_CATALOG = labelled_catalog()
 LABELS19_KEY = "bigearthnet:labels_19"
 LABELS43_KEY = "bigearthnet:labels"
 
