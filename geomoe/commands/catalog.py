@@ -26,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_build)
 
     s = sub.add_parser("search", help="print the ids of the items matching an AOI and filters")
-    s.add_argument("--aoi", required=True, help="GeoJSON file, URL or inline GeoJSON")
+    s.add_argument("--aoi", required=True,
+                   help="GeoJSON file, URL, inline GeoJSON or a bundled AOI name (europe, liverpool)")
     add_search_arguments(s)
     s.add_argument("--collection", default=None, help="API collection id (default landsat-c2-l2)")
     s.add_argument("--json", action="store_true", help="print one JSON line per item")
