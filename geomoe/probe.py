@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geomoe.errors import CheckpointError, GeomoeError
+from geomoe.errors import CheckpointError, GeomoeError, require_extra
 from geomoe.resources import demo_checkpoint, labelled_catalog
 
 #: The demo checkpoint geomoe ships (made by `geomoe pretrain`, see checkpoints/README.md).
@@ -462,6 +462,7 @@ def run_probe(
     """
     from geomoe.model.mae import POOLINGS
 
+    require_extra("sklearn", "probe", "the linear probe (geomoe probe)")
     if pooling not in POOLINGS:
         raise GeomoeError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     if report is not None:
