@@ -82,7 +82,8 @@ def _interrupted(args: argparse.Namespace) -> str:
 def _load_flows():
     from geomoe.errors import require_extra
 
-    require_extra(("prefect", "prefect_dask", "distributed"), "prefect", "--deployment and --dask-*")
+    require_extra(("prefect", "prefect_dask", "distributed"), "prefect",
+                  "running through Prefect (--deployment, --dask-*)")
     for base in (Path.cwd(), _REPO):
         f = base / "flows" / "embed_region.py"
         if f.is_file():
