@@ -3,10 +3,10 @@
 Accepts the name of a bundled AOI (``"europe"``, ``"liverpool"``: see
 `geomoe.resources.aoi_names`), a path, an http(s) URL, an inline GeoJSON string, a dict, or a
 shapely geometry; a Geometry, Feature or FeatureCollection; and honours a declared CRS (the
-legacy GeoJSON 2008 `crs` member, which QGIS/GDAL still write for EPSG:3857 or UTM files). Polygons that cross the
-antimeridian come back split at +-180 deg as a MultiPolygon (RFC 7946 section 3.1.9), so that
-both STAC APIs and local intersection tests see the small area the user meant rather than a band
-around the globe.
+legacy GeoJSON 2008 `crs` member, which QGIS/GDAL still write for EPSG:3857 or UTM files).
+Polygons that cross the antimeridian come back split at +-180 deg as a MultiPolygon (RFC 7946
+section 3.1.9), so that both STAC APIs and local intersection tests see the small area the user
+meant rather than a band around the globe.
 """
 
 from __future__ import annotations
