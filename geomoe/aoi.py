@@ -1,16 +1,18 @@
 """Areas of interest: any GeoJSON a user has, as one shapely geometry in WGS84 longitude/latitude.
 
-Accepts a path, an http(s) URL, an inline GeoJSON string, a dict, or a shapely geometry; a
-Geometry, Feature or FeatureCollection; and honours a declared CRS (the legacy GeoJSON 2008
-`crs` member, which QGIS/GDAL still write for EPSG:3857 or UTM files). Polygons that cross the
-antimeridian come back split at +-180 deg as a MultiPolygon (RFC 7946 section 3.1.9), so that
-both STAC APIs and local intersection tests see the small area the user meant rather than a band
-around the globe.
+Accepts the name of a bundled AOI (``"europe"``, ``"liverpool"``: see
+`geomoe.resources.aoi_names`), a path, an http(s) URL, an inline GeoJSON string, a dict, or a
+shapely geometry; a Geometry, Feature or FeatureCollection; and honours a declared CRS (the
+legacy GeoJSON 2008 `crs` member, which QGIS/GDAL still write for EPSG:3857 or UTM files).
+Polygons that cross the antimeridian come back split at +-180 deg as a MultiPolygon (RFC 7946
+section 3.1.9), so that both STAC APIs and local intersection tests see the small area the user
+meant rather than a band around the globe.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -100,7 +102,7 @@ def _read(src: str | Path | dict, timeout: float) -> tuple[str, Any]:
         elif stripped.lower().startswith(("http://", "https://")):
             label, text = stripped, _read_url(stripped, timeout)
         else:
-            label, text = _read_file(Path(stripped).expanduser())
+            label, text = _read_path_or_name(stripped)
     else:
         raise AOIError(f"AOI must be a path, URL, GeoJSON string or dict, not {type(src).__name__}")
     try:
@@ -110,6 +112,24 @@ def _read(src: str | Path | dict, timeout: float) -> tuple[str, Any]:
             f"{label} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): "
             "pass a GeoJSON Geometry, Feature or FeatureCollection"
         ) from None
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _read_path_or_name(text: str) -> tuple[str, str]:
+    """A file path, or a bare name (no folder, no suffix) of a bundled AOI when no such file exists."""
+    path = Path(text).expanduser()
+    if path.exists() or not _NAME.fullmatch(text):
+        return _read_file(path)
+    from geomoe.resources import aoi_names, bundled_aoi
+
+    named = bundled_aoi(text)
+    if named is None:
+        raise AOIError(f"AOI {text!r} is neither a file (relative paths are relative to "
+                       f"{Path.cwd()}) nor a bundled AOI ({', '.join(aoi_names())}): pass a "
+                       "GeoJSON file, URL or one of those names")
+    return f"the bundled AOI {text!r}", _read_file(named)[1]
 
 
 def _read_file(path: Path) -> tuple[str, str]:

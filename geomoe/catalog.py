@@ -7,7 +7,7 @@ Three kinds of catalog, one semantics:
   client-side because some servers (rustac) silently ignore the `query` extension;
 * a static catalog / collection / item collection (path or http URL): walked with pystac, because
   pystac-client cannot search a static catalog (`DoesNotConformTo: ITEM_SEARCH`);
-* None: the bundled catalog (`catalogs/catalog.json`).
+* None: the bundled catalog (package data, `geomoe.resources.bundled_catalog`).
 
 Filters: the item geometry intersects the AOI (antimeridian-aware); the item datetime lies in the
 closed interval (items with only start/end_datetime match when the ranges overlap);
@@ -37,12 +37,10 @@ from shapely.geometry.base import BaseGeometry
 
 from geomoe.aoi import AOISource, geometry_intersects, load_aoi
 from geomoe.errors import CatalogError, NoScenesError
+from geomoe.resources import bundled_catalog
 
 #: The bundled catalog (built by `geomoe catalog build`); GEOMOE_BUNDLED_CATALOG overrides it.
-BUNDLED_CATALOG = Path(
-    os.environ.get("GEOMOE_BUNDLED_CATALOG",
-                   Path(__file__).resolve().parents[1] / "catalogs" / "catalog.json")
-)
+BUNDLED_CATALOG = Path(os.environ.get("GEOMOE_BUNDLED_CATALOG", bundled_catalog()))
 DEFAULT_COLLECTION = "landsat-c2-l2"
 SUPPORTED_PLATFORMS = ("landsat-8", "landsat-9")
 #: Platforms without SR_B1 (coastal): TM/ETM+ (4, 5, 7) and MSS (1-5).

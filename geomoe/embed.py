@@ -36,7 +36,6 @@ from geomoe.lock import store_lock
 from geomoe.tiles import GridSpec, Spec, Tile, specs_from_plan
 
 DEFAULT_CHECKPOINT = Path("checkpoints") / "geomoe-demo-S.safetensors"
-_REPO = Path(__file__).resolve().parents[1]
 POOLINGS = ("mean", "cls", "patch_mean")
 
 
@@ -45,15 +44,17 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     """The checkpoint to embed with; never silently random weights.
 
     ``None`` -> the demo checkpoint ``checkpoints/geomoe-demo-S.safetensors`` (in the
-    working directory, else in the source checkout)."""
+    working directory, else the one shipped with the package)."""
     if checkpoint is not None:
         p = Path(checkpoint).expanduser()
         if not p.is_file():
             raise CheckpointError(f"checkpoint {p} not found; pass an existing file to --checkpoint")
         return p
-    for base in (Path.cwd(), _REPO):
-        if (base / DEFAULT_CHECKPOINT).is_file():
-            return base / DEFAULT_CHECKPOINT
+    from geomoe.resources import demo_checkpoint
+
+    for candidate in (Path.cwd() / DEFAULT_CHECKPOINT, demo_checkpoint()):
+        if candidate.is_file():
+            return candidate
     raise CheckpointError(
         f"no checkpoint given and the demo checkpoint {DEFAULT_CHECKPOINT} does not exist; "
         "create it with `geomoe pretrain` (see README, 'demo checkpoint') or pass "

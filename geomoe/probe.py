@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from geomoe.errors import CheckpointError, GeomoeError
+from geomoe.errors import CheckpointError, GeomoeError, require_extra
+from geomoe.resources import demo_checkpoint, labelled_catalog
 
-REPO = Path(__file__).resolve().parents[1]
 #: The demo checkpoint geomoe ships (made by `geomoe pretrain`, see checkpoints/README.md).
-DEFAULT_CHECKPOINT = REPO / "checkpoints" / "geomoe-demo-S.safetensors"
+DEFAULT_CHECKPOINT = demo_checkpoint()
 #: The bundled labelled sample.
-DEFAULT_LABELLED_CATALOG = REPO / "catalogs" / "bigearthnet-landsat-sample" / "collection.json"
+DEFAULT_LABELLED_CATALOG = labelled_catalog()
 LABELS19_KEY = "bigearthnet:labels_19"
 LABELS43_KEY = "bigearthnet:labels"
 
@@ -499,6 +499,7 @@ def run_probe(
     """
     from geomoe.model.mae import POOLINGS
 
+    require_extra("sklearn", "probe", "the linear probe (geomoe probe)")
     if pooling not in POOLINGS:
         raise GeomoeError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     if report is not None:

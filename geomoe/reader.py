@@ -33,7 +33,7 @@ import rasterio.errors
 from rasterio.windows import Window
 
 from geomoe.bands import BANDS, COMMON_NAMES
-from geomoe.errors import GeomoeError, MissingBandError, RasterReadError
+from geomoe.errors import GeomoeError, MissingBandError, RasterReadError, require_extra
 
 #: QA_PIXEL asset keys, in the order tried.
 QA_KEYS: tuple[str, ...] = ("qa_pixel", "QA_PIXEL")
@@ -270,6 +270,7 @@ def load_xarray(items, bbox=None, epsg: int | None = None, resolution: float = 3
     one time step per solar day. ``bbox`` (minx, miny, maxx, maxy) in the CRS is snapped out
     to 1200 m so the pixels are exactly the fixed chip grid's; None = the items' union.
     """
+    require_extra(("odc.stac", "odc.geo"), "odc", "the xarray loader (load_xarray, load_group)")
     import odc.stac
     from odc.geo.geobox import GeoBox
 

@@ -8,22 +8,26 @@ import sys
 from pathlib import Path
 
 from geomoe.commands import add_search_arguments
+from geomoe.resources import catalogs_dir
 
-_REPO = Path(__file__).resolve().parents[2]
+#: The real data the maintainer builds the catalog from: ../shared/data beside the checkout.
+_SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("catalog", help="build the bundled STAC catalog or search a catalog")
     sub = p.add_subparsers(dest="catalog_command", metavar="ACTION")
 
-    b = sub.add_parser("build", help="rebuild catalogs/ from the shared real data")
-    b.add_argument("--out", default=str(_REPO / "catalogs"), help="output folder (default: catalogs/)")
-    b.add_argument("--source", default=str(_REPO.parent / "shared" / "data"),
+    b = sub.add_parser("build", help="rebuild the bundled catalog from the shared real data")
+    b.add_argument("--out", default=str(catalogs_dir()),
+                   help="output folder (default: the bundled catalog, geomoe/data/catalogs)")
+    b.add_argument("--source", default=str(_SHARED_DATA),
                    help="real data folder (default: ../shared/data beside the checkout)")
     b.set_defaults(func=_build)
 
     s = sub.add_parser("search", help="print the ids of the items matching an AOI and filters")
-    s.add_argument("--aoi", required=True, help="GeoJSON file, URL or inline GeoJSON")
+    s.add_argument("--aoi", required=True,
+                   help="GeoJSON file, URL, inline GeoJSON or a bundled AOI name (europe, liverpool)")
     add_search_arguments(s)
     s.add_argument("--collection", default=None, help="API collection id (default landsat-c2-l2)")
     s.add_argument("--json", action="store_true", help="print one JSON line per item")

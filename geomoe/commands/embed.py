@@ -1,6 +1,7 @@
 """`geomoe embed-region`: AOI -> embedding cube, locally, on Dask, or via a Prefect deployment.
 
-Without a server: ``geomoe embed-region --aoi catalogs/aois/europe.geojson [--out cube.zarr]``.
+Without a server: ``geomoe embed-region --aoi europe [--out cube.zarr]`` (a bundled AOI by name,
+or any GeoJSON file, URL or string).
 ``--dask-address tcp://host:8786`` / ``--dask-workers N`` run the Prefect flow with its tile
 tasks on Dask; ``--deployment [NAME]`` asks the configured Prefect server to run the
 deployment (``embed-region/default``) instead. Those two paths live in flows/ (geomoe itself
@@ -27,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "embed-region", help="embed every chip of an AOI into a Zarr cube",
         description="Search the catalog for the AOI, chip the scenes, embed them with the "
                     "MoE-MAE and write a resumable Zarr cube (rerun the same command to resume).")
-    p.add_argument("--aoi", required=True, help="GeoJSON file, URL or inline GeoJSON")
+    p.add_argument("--aoi", required=True,
+                   help="GeoJSON file, URL, inline GeoJSON or a bundled AOI name (europe, liverpool)")
     p.add_argument("--out", default="cube.zarr", help="output Zarr store (default: cube.zarr)")
     add_search_arguments(p)
     p.add_argument("--checkpoint", default=None,
@@ -79,6 +81,10 @@ def _interrupted(args: argparse.Namespace) -> str:
 
 
 def _load_flows():
+    from geomoe.errors import require_extra
+
+    require_extra(("prefect", "prefect_dask", "distributed"), "prefect",
+                  "running through Prefect (--deployment, --dask-*)")
     for base in (Path.cwd(), _REPO):
         f = base / "flows" / "embed_region.py"
         if f.is_file():

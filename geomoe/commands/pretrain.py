@@ -10,8 +10,8 @@ from pathlib import Path
 from geomoe.commands import (add_search_arguments, fraction, non_negative_float,
                              non_negative_int, open_fraction, positive_float, positive_int)
 
-_REPO = Path(__file__).resolve().parents[2]
-DEFAULT_AOI = _REPO / "catalogs" / "aois" / "europe.geojson"
+#: The bundled Europe AOI, by name (see geomoe.resources.aoi_names).
+DEFAULT_AOI = "europe"
 
 #: CLI option -> TrainConfig field (options default to None so a resume keeps the saved value).
 _CONFIG_OPTS = {
@@ -28,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Masked-autoencoder pretraining on 40x40 chips streamed from STAC (AdamW, "
         "warm-up + cosine, checkpoints every --checkpoint-every steps; --resume continues exactly).",
     )
-    p.add_argument("--aoi", default=str(DEFAULT_AOI),
-                   help="GeoJSON file, URL or inline GeoJSON (default: catalogs/aois/europe.geojson)")
+    p.add_argument("--aoi", default=DEFAULT_AOI,
+                   help="GeoJSON file, URL, inline GeoJSON or a bundled AOI name (default: europe; "
+                        "also liverpool)")
     add_search_arguments(p)
     p.add_argument("--steps", type=positive_int, default=None,
                    help="total optimizer steps of the run (default 1000; on --resume: the saved "

@@ -163,3 +163,25 @@ def test_point_aoi_refused_by_embed_region_before_anything_is_written(tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("geomoe embed-region: error: the inline GeoJSON is a Point, which has no area")
     assert "no chip footprint" not in err and not out.exists()
+
+
+def test_bundled_aoi_by_name_from_any_directory(tmp_path, monkeypatch, repo_root):
+    from geomoe.resources import aoi_names
+
+    monkeypatch.chdir(tmp_path)  # no catalogs/ here: the name resolves to the package's data
+    assert {"europe", "liverpool"} <= set(aoi_names())
+    for name in ("europe", "liverpool"):
+        assert load_aoi(name).equals(load_aoi(repo_root / "catalogs" / "aois" / f"{name}.geojson"))
+
+
+def test_a_file_in_the_working_directory_wins_over_a_bundled_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "liverpool").write_text(json.dumps(SQUARE))
+    assert load_aoi("liverpool").equals(box(-3.1, 53.45, -3.0, 53.5))
+
+
+def test_unknown_name_lists_the_bundled_aois(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AOIError, match=r"'atlantis' is neither a file.*europe.*liverpool"):
+        load_aoi("atlantis")
+    assert list(tmp_path.iterdir()) == []

@@ -210,6 +210,19 @@ def test_cli_search_and_build(repo_root, capsys, tmp_path, shared_data):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_search_by_name_and_build_writes_the_catalog_the_library_reads(tmp_path, monkeypatch,
+                                                                          capsys):
+    from geomoe.catalog import BUNDLED_CATALOG
+    from geomoe.cli import build_parser
+
+    monkeypatch.chdir(tmp_path)  # the named AOI and the bundled catalog come from the package
+    assert main(["catalog", "search", "--aoi", "liverpool"]) == 0
+    assert capsys.readouterr().out.split() == [LIVERPOOL]
+    args = build_parser(only="catalog").parse_args(["catalog", "build"])
+    assert Path(args.out).resolve() == BUNDLED_CATALOG.parent.resolve()
+    assert (Path(args.out) / "aois" / "liverpool.geojson").is_file()
+
+
 def test_static_catalog_over_http(repo_root):
     """The same bundled catalog served by a real HTTP server: same ids, absolute http hrefs."""
     import threading

@@ -129,10 +129,11 @@ def test_other_model_or_locked_store_refused_data_intact(liverpool_reference, li
 def test_checkpoint_errors_name_the_file(tmp_path, monkeypatch, liverpool_aoi):
     with pytest.raises(CheckpointError, match="nope.safetensors"):
         embed_region(str(liverpool_aoi), checkpoint=tmp_path / "nope.safetensors", out=tmp_path / "c.zarr")
-    import geomoe.embed as emb
+    import geomoe.resources
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(emb, "_REPO", tmp_path)
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here, and the shipped demo checkpoint gone
+    monkeypatch.setattr(geomoe.resources, "demo_checkpoint",
+                        lambda: tmp_path / "gone" / "geomoe-demo-S.safetensors")
     with pytest.raises(CheckpointError, match=r"geomoe-demo-S\.safetensors.*--checkpoint"):
         resolve_checkpoint(None)
     assert not (tmp_path / "c.zarr").exists()
