@@ -3,14 +3,13 @@
 Without a server: ``geomoe embed-region --aoi catalogs/aois/europe.geojson [--out cube.zarr]``.
 ``--dask-address tcp://host:8786`` / ``--dask-workers N`` run the Prefect flow with its tile
 tasks on Dask; ``--deployment [NAME]`` asks the configured Prefect server to run the
-deployment (``embed-region/default``) instead. Those two paths live in flows/ (geomoe itself
-never imports Prefect) and are loaded from the source checkout.
+deployment (``embed-region/default``) instead. Those two paths live in geomoe.flows, imported
+only then: geomoe outside geomoe.flows never imports Prefect.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -18,8 +17,6 @@ from pathlib import Path
 
 from geomoe.commands import add_search_arguments, fraction, positive_int
 from geomoe.errors import GeomoeError
-
-_REPO = Path(__file__).resolve().parents[2]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -79,16 +76,16 @@ def _interrupted(args: argparse.Namespace) -> str:
 
 
 def _load_flows():
-    for base in (Path.cwd(), _REPO):
-        f = base / "flows" / "embed_region.py"
-        if f.is_file():
-            spec = importlib.util.spec_from_file_location("flows.embed_region", f)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules["flows.embed_region"] = mod
-            spec.loader.exec_module(mod)
-            return mod
-    raise GeomoeError("flows/embed_region.py not found: run from the geomoe source checkout "
-                      "to use --deployment or --dask-*")
+    """geomoe.flows.embed_region, imported only for ``--dask-*`` / ``--deployment``: the plain
+    path never imports Prefect."""
+    try:
+        import prefect  # noqa: F401
+    except ImportError as exc:
+        raise GeomoeError(f"--deployment and --dask-* need Prefect ({exc}): install it with "
+                          "`pip install prefect prefect-dask`, or run without them") from None
+    import geomoe.flows.embed_region as mod
+
+    return mod
 
 
 class _Printer:

@@ -68,16 +68,10 @@ def test_scheduled_deployment_schedule_and_triggered_run(prefect_server, repo_ro
 
 def test_manual_flow_in_process_publishes_metrics_and_auto_resumes(prefect_server, repo_root,
                                                                      tmp_path):
-    import importlib.util
-    import sys
-
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    spec = importlib.util.spec_from_file_location("flows.pretrain", repo_root / "flows" / "pretrain.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["flows.pretrain"] = mod
-    spec.loader.exec_module(mod)
+    import geomoe.flows.pretrain as mod
     params = dict(aoi=str(repo_root / "catalogs" / "aois" / "liverpool.geojson"),
                   out=str(tmp_path / "manual"), size="XXS", batch_size=8, checkpoint_every=2,
                   threads=1)

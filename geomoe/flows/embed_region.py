@@ -50,9 +50,12 @@ from geomoe.lock import store_lock
 from geomoe.stac_output import write_cube_item
 from geomoe.tiles import Tile
 
-# Dask workers may not have this file on their path: ship the flow module by value
-# (geomoe itself is installed on every worker and pickled by reference).
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
+# Imported as geomoe.flows.embed_region (prefect.yaml, the CLI), this module is pickled by
+# reference like the rest of geomoe, which every Dask worker has installed. Loaded some other way
+# (as a script, or from a file path by an older deployment) its name means nothing to a worker:
+# ship it by value then.
+if __name__ != "geomoe.flows.embed_region":
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 PROGRESS_KEY = "embed-region-progress"  # progress artifact: percent + "done/total chips" line
 SUMMARY_KEY = "embed-region-summary"  # table artifact: the run's EmbedSummary fields
@@ -457,10 +460,10 @@ def run_summary(run_id: Any) -> EmbedSummary:
         art = _latest_artifact(client, run_id, SUMMARY_KEY)
     if art is None:
         raise GeomoeError(f"flow run {run_id} completed but published no {SUMMARY_KEY!r} artifact "
-                          f"(a deployment of an older flows/embed_region.py?): {flow_run_url(run_id)}")
+                          f"(a deployment of an older embed-region flow?): {flow_run_url(run_id)}")
     rows = json.loads(art.data) if isinstance(art.data, str) else art.data
     return summary_from_table(rows)
 
 
-if __name__ == "__main__":  # `python flows/embed_region.py AOI [OUT]` runs the flow once locally
+if __name__ == "__main__":  # `python -m geomoe.flows.embed_region AOI [OUT]` runs the flow once locally
     embed_region_flow(aoi=sys.argv[1], out=sys.argv[2] if len(sys.argv) > 2 else "cube.zarr")
