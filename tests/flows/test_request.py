@@ -101,8 +101,15 @@ def test_a_flow_run_from_the_command_line_uses_grid_read_workers_threads_and_plo
         "embed-region", "--aoi", str(repo_root / "catalogs" / "aois" / "liverpool.geojson"),
         "--out", str(out), "--checkpoint", str(flow_ckpt), "--device", "cpu", "--tile-size", "2",
         "--batch-size", "8", "--grid", "item", "--read-workers", "1", "--threads", "1", "--plot"])
-    with prefect_server.settings():
-        summary = embed_flow_module.embed_region_flow(**flow_params(args))
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # what the tile tasks run with unless --threads reaches them
+    try:
+        with prefect_server.settings():
+            summary = embed_flow_module.embed_region_flow(**flow_params(args))
+    finally:
+        torch.set_num_threads(before)
     attrs = zarr.open_group(str(out), mode="r").attrs.asdict()
     assert attrs["geomoe:identity"]["grid"] == "item"  # the default plans the fixed grid
     assert attrs["geomoe:query"]["grid"] == "item"
