@@ -29,7 +29,8 @@ import torch
 
 import geomoe
 from geomoe.cube import Cube, CubeDiskFullError, check_writable, ensure_writable, tile_bytes
-from geomoe.device import autocast, check_precision, infer_bf16, resolve_device
+from geomoe.device import autocast, infer_bf16, resolve_device
+from geomoe.embed_request import EmbedRequest, is_file
 from geomoe.errors import CheckpointError, GeomoeError
 from geomoe.faults import fault
 from geomoe.lock import store_lock
@@ -108,40 +109,6 @@ def get_model(path: Path, sha256: str, device: torch.device, compile: bool = Fal
 
 # ---------------------------------------------------------------- request
 @dataclass
-class EmbedRequest:
-    """Everything that defines a cube; JSON-able so flow tasks can rebuild it anywhere."""
-
-    aoi: Any
-    out: str = "cube.zarr"
-    catalog: str | None = None
-    datetime: str | None = None
-    max_cloud: float | None = None
-    checkpoint: str | None = None
-    device: str = "auto"
-    batch_size: int = 256
-    min_valid: float = 0.9
-    pooling: str = "mean"
-    dtype: str = "float32"
-    tile_size: int = 32
-    table_tile: int = 256
-    grid: str | None = None
-    read_workers: int = 2  # raster-reading threads of the chip reader (raise on big GPU hosts)
-    compile: bool = False  # torch.compile the encoder where it runs in bf16 (see get_model)
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 (geomoe.device.infer_bf16)
-
-    def validate(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise GeomoeError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
-        if self.dtype not in ("float32", "float16"):
-            raise GeomoeError(f"dtype must be float32 or float16, not {self.dtype!r}")
-        if not 0.0 <= float(self.min_valid) <= 1.0:
-            raise GeomoeError(f"min_valid must be within [0, 1], not {self.min_valid}")
-        if int(self.batch_size) < 1 or int(self.tile_size) < 1 or int(self.table_tile) < 1:
-            raise GeomoeError("batch_size, tile_size and table_tile must be positive integers")
-        check_precision(self.precision)
-
-
-@dataclass
 class Prepared:
     """A planned, created (or verified) cube and what its tiles need."""
 
@@ -170,16 +137,6 @@ def _search(req: EmbedRequest):
         raise GeomoeError(
             f"the AOI intersects {len(items)} scene(s) but no chip footprint: nothing to embed")
     return geom, items, specs
-
-
-def is_file(value: Any) -> bool:
-    """True when ``value`` names an existing file (inline GeoJSON strings are not paths)."""
-    if not isinstance(value, (str, os.PathLike)):
-        return False
-    try:
-        return Path(value).is_file()
-    except (OSError, ValueError):  # too long / NUL: inline GeoJSON
-        return False
 
 
 def _aoi_json(aoi: Any, geom: Any) -> Any:

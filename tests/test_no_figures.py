@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-#: where user-facing documentation strings live (flows/ only while it exists beside geomoe/)
-ROOTS = [REPO / "geomoe", REPO / "flows"]
+#: where user-facing documentation strings live (the flows are in geomoe/flows)
+ROOTS = [REPO / "geomoe"]
 
 _NUM = r"\d+(?:[.,]\d+)*"
 _RANGE = rf"~?{_NUM}(?:\s*-\s*{_NUM})?"

@@ -4,23 +4,22 @@ Without a server: ``geomoe embed-region --aoi europe [--out cube.zarr]`` (a bund
 or any GeoJSON file, URL or string).
 ``--dask-address tcp://host:8786`` / ``--dask-workers N`` run the Prefect flow with its tile
 tasks on Dask; ``--deployment [NAME]`` asks the configured Prefect server to run the
-deployment (``embed-region/default``) instead. Those two paths live in flows/ (geomoe itself
-never imports Prefect) and are loaded from the source checkout.
+deployment (``embed-region/default``) instead. Those two paths live in geomoe.flows, imported
+only then: geomoe outside geomoe.flows never imports Prefect.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-from geomoe.commands import add_search_arguments, fraction, positive_int
+from geomoe.commands import add_search_arguments, positive_int
+from geomoe.embed_request import EmbedRequest, option, request_fields
 from geomoe.errors import GeomoeError
-
-_REPO = Path(__file__).resolve().parents[2]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,37 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "embed-region", help="embed every chip of an AOI into a Zarr cube",
         description="Search the catalog for the AOI, chip the scenes, embed them with the "
                     "MoE-MAE and write a resumable Zarr cube (rerun the same command to resume).")
-    p.add_argument("--aoi", required=True,
-                   help="GeoJSON file, URL, inline GeoJSON or a bundled AOI name (europe, liverpool)")
-    p.add_argument("--out", default="cube.zarr", help="output Zarr store (default: cube.zarr)")
-    add_search_arguments(p)
-    p.add_argument("--checkpoint", default=None,
-                   help="model weights (default: checkpoints/geomoe-demo-S.safetensors; the published "
-                        "pretrained_S_best.pth also works)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto (default): bf16 autocast on CUDA, fp32 on CPU. bf16 on a CPU pays off "
-                        "with --compile where the CPU has AVX512-BF16 or AMX; elsewhere it falls back "
-                        "to fp32 with a warning (GEOMOE_FORCE_BF16=1 keeps it). Vectors within ~1e-2 "
-                        "relative of fp32")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the encoder where it runs in bf16: CUDA, or --precision bf16. "
-                        "Faster for long runs, after a one-off compile in each process (shorter in "
-                        "later runs, from inductor's disk cache); no effect in fp32. Figures: "
-                        "benchmarks/README.md")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="chips per model call (default 256)")
-    p.add_argument("--min-valid", type=fraction, default=0.9,
-                   help="skip chips with a smaller valid-pixel fraction (recorded in valid_fraction)")
-    p.add_argument("--pooling", default="mean", choices=["mean", "cls", "patch_mean"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
-    p.add_argument("--tile-size", type=positive_int, default=32, help="tile = Zarr chunk of N x N chips (default 32)")
-    p.add_argument("--read-workers", type=positive_int, default=2,
-                   help="raster-reading threads (default 2, at most the cores this process may use; "
-                        "raise on many-core GPU hosts)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch compute threads (default and maximum: the cores this process may use)")
-    p.add_argument("--grid", default=None, choices=["fixed", "item"], help="override the chip grid mode")
-    p.add_argument("--plot", action="store_true", help="also write <out>.png (PCs 1-3 as RGB)")
+    add_request_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     g = p.add_mutually_exclusive_group()
@@ -71,6 +40,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run, on_interrupt=_interrupted)
 
 
+def add_request_arguments(p: argparse.ArgumentParser) -> None:
+    """One option per CLI field of :class:`EmbedRequest`, in field order, with the field's
+    default, help, choices and range; --catalog/--datetime/--max-cloud as every data command
+    has them (:func:`add_search_arguments`)."""
+    search_added = False
+    for f in request_fields("cli"):
+        meta = f.metadata
+        if meta["search"]:
+            if not search_added:
+                add_search_arguments(p)
+                search_added = True
+            continue
+        kw: dict = {"help": meta["help"]}
+        if f.default is dataclasses.MISSING:
+            kw["required"] = True
+        elif isinstance(f.default, bool):
+            kw["action"] = "store_true"
+        else:
+            kw["default"] = f.default
+        if meta["type"] is not None:
+            kw["type"] = meta["type"]
+        if meta["choices"] is not None:
+            kw["choices"] = list(meta["choices"])
+        p.add_argument(option(f.name), **kw)
+
+
+def request_from_args(args: argparse.Namespace) -> EmbedRequest:
+    """The request a parsed ``geomoe embed-region`` command line asks for."""
+    return EmbedRequest(**{f.name: getattr(args, f.name) for f in request_fields("cli")})
+
+
+def flow_params(args: argparse.Namespace) -> dict:
+    """The flow parameters of a command line: every option that is a flow parameter, with local
+    paths absolute (a deployment's worker runs elsewhere). Flow parameters without an option
+    (``table_tile``, ``gpu_resource``) are left to the flow or the deployment."""
+    return request_from_args(args).with_absolute_paths().arguments("cli", "flow")
+
+
 def _interrupted(args: argparse.Namespace) -> str:
     """What an interrupt kept (printed by geomoe.cli on Ctrl-C / SIGTERM)."""
     if args.deployment:
@@ -81,20 +88,15 @@ def _interrupted(args: argparse.Namespace) -> str:
 
 
 def _load_flows():
+    """geomoe.flows.embed_region, imported only for ``--dask-*`` / ``--deployment``: the plain
+    path never imports Prefect."""
     from geomoe.errors import require_extra
 
     require_extra(("prefect", "prefect_dask", "distributed"), "prefect",
                   "running through Prefect (--deployment, --dask-*)")
-    for base in (Path.cwd(), _REPO):
-        f = base / "flows" / "embed_region.py"
-        if f.is_file():
-            spec = importlib.util.spec_from_file_location("flows.embed_region", f)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules["flows.embed_region"] = mod
-            spec.loader.exec_module(mod)
-            return mod
-    raise GeomoeError("flows/embed_region.py not found: run from the geomoe source checkout "
-                      "to use --deployment or --dask-*")
+    import geomoe.flows.embed_region as mod
+
+    return mod
 
 
 class _Printer:
@@ -110,20 +112,6 @@ class _Printer:
             print(f"[embed-region] {p.line()}", file=sys.stderr, flush=True)
 
 
-def _params(args: argparse.Namespace) -> dict:
-    from geomoe.embed import is_file
-
-    aoi = args.aoi
-    if is_file(aoi):
-        aoi = str(Path(aoi).resolve())
-    return {"aoi": aoi, "catalog": args.catalog, "datetime": args.datetime,
-            "checkpoint": None if args.checkpoint is None else str(Path(args.checkpoint).resolve()),
-            "out": str(Path(args.out).resolve()), "device": args.device,
-            "batch_size": args.batch_size, "min_valid": args.min_valid, "pooling": args.pooling,
-            "dtype": args.dtype, "tile_size": args.tile_size, "max_cloud": args.max_cloud,
-            "compile": args.compile, "precision": args.precision}
-
-
 def _say(line: str) -> None:
     print(f"[embed-region] {line}", file=sys.stderr, flush=True)
 
@@ -131,7 +119,7 @@ def _say(line: str) -> None:
 def _run_deployment(args: argparse.Namespace) -> int:
     """Trigger the deployment, show its state and progress, end with the local run's summary."""
     mod = _load_flows()
-    run = mod.trigger_deployment(_params(args), name=args.deployment, timeout=0)
+    run = mod.trigger_deployment(flow_params(args), name=args.deployment, timeout=0)
     url = mod.flow_run_url(run.id)
     _say(f"flow run {run.name} of {args.deployment}: {url}")
     try:
@@ -147,8 +135,16 @@ def _run_deployment(args: argparse.Namespace) -> int:
                           f"logs: {url}")
     s = mod.run_summary(run.id)
     s.extra["flow_run_url"] = url
-    print(json.dumps(s.to_dict(), indent=1) if args.json else f"{s}\nflow run: {url}")
+    _print_summary(s, args)
+    if not args.json:
+        print(f"flow run: {url}")
     return 0
+
+
+def _print_summary(s, args: argparse.Namespace) -> None:
+    print(json.dumps(s.to_dict(), indent=1) if args.json else str(s))
+    if s.extra.get("plot") and not args.json:
+        print(f"plot: {s.extra['plot']}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -156,33 +152,26 @@ def _run(args: argparse.Namespace) -> int:
         return _run_deployment(args)
     if args.dask_address or args.dask_workers:
         mod = _load_flows()
-        summary = mod.run_with_dask(_params(args), address=args.dask_address,
-                                    n_workers=args.dask_workers or 2,
-                                    threads=getattr(args, "threads", None))
-        s = mod.summary_from_table([{"key": k, "value": v} for k, v in summary.items()])
-        print(json.dumps(s.to_dict(), indent=1) if args.json else str(s))
+        summary = mod.run_with_dask(flow_params(args), address=args.dask_address,
+                                    n_workers=args.dask_workers or 2)
+        _print_summary(mod.summary_from_table([{"key": k, "value": v} for k, v in summary.items()]), args)
         return 0
     from geomoe.device import cores_available, limit_threads
     from geomoe.embed import embed_region
 
-    if args.plot:  # a foreign file at <out>.png is refused before any work, not after it
+    req = request_from_args(args)
+    if req.plot:  # a foreign file at <out>.png is refused before any work, not after it
         from geomoe.plot import check_plot_out
 
-        check_plot_out(Path(args.out).with_name(Path(args.out).name + ".png"), Path(args.out))
-    limit_threads(args.threads)
-    s = embed_region(args.aoi, catalog=args.catalog, datetime=args.datetime, checkpoint=args.checkpoint,
-                     out=args.out, device=args.device, batch_size=args.batch_size,
-                     min_valid=args.min_valid, pooling=args.pooling, dtype=args.dtype,
-                     progress=None if args.quiet else _Printer(), max_cloud=args.max_cloud,
-                     tile_size=args.tile_size, grid=args.grid,
-                     read_workers=min(args.read_workers, cores_available()),
-                     compile=args.compile, precision=args.precision)
-    if args.plot:
+        check_plot_out(Path(req.out).with_name(Path(req.out).name + ".png"), Path(req.out))
+    limit_threads(req.threads)
+    s = embed_region(**{**req.arguments("cli", "library"),
+                        "read_workers": min(req.read_workers, cores_available())},
+                     progress=None if args.quiet else _Printer())
+    if req.plot:
         from geomoe.plot import plot_cube
 
         s.extra["plot"] = str(plot_cube(s.out))
-    print(json.dumps(s.to_dict(), indent=1) if args.json else str(s))
-    if args.plot and not args.json:
-        print(f"plot: {s.extra['plot']}")
+    _print_summary(s, args)
     print(f"open it: xr.open_zarr({s.out!r}, group={s.groups[0]!r})", file=sys.stderr)
     return 0

@@ -134,7 +134,7 @@ def test_consolidated_metadata_only_while_the_last_run_finished(liverpool_aoi, c
 
 
 def test_worker_brings_its_checkpoint_and_it_must_match(europe, ckpt_xxs, ckpt_xxs_other, tmp_path):
-    """Workers (flows/embed_region.py tile tasks) load the checkpoint named in their request:
+    """Workers (geomoe/flows/embed_region.py tile tasks) load the checkpoint named in their request:
     the cube records no path. Any copy of the same file works; another file is refused."""
     out, aoi = europe
     moved = tmp_path / "elsewhere" / "renamed.safetensors"

@@ -1,10 +1,8 @@
-"""Fixtures for flow tests: a real seeded checkpoint, the flows module loaded by path, and a
+"""Fixtures for flow tests: a real seeded checkpoint, the embed-region flow module, and a
 fresh Prefect server (no pools, no deployments) for tests of the documented first-time setup."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -30,12 +28,10 @@ def flow_ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def embed_flow_module(repo_root):
-    f = repo_root / "flows" / "embed_region.py"
-    spec = importlib.util.spec_from_file_location("flows.embed_region", f)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["flows.embed_region"] = mod
-    spec.loader.exec_module(mod)
+def embed_flow_module():
+    """The flow module as the CLI and prefect.yaml reach it: imported from the package."""
+    import geomoe.flows.embed_region as mod
+
     return mod
 
 

@@ -192,11 +192,8 @@ def test_train_revalidates_a_config_changed_after_construction(tmp_path, small_i
 
 
 def test_flow_config_refuses_steps_below_one():
-    import importlib.util
+    import geomoe.flows.pretrain as mod
 
-    spec = importlib.util.spec_from_file_location("flows_pretrain_cfg", REPO / "flows" / "pretrain.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     with pytest.raises(TrainConfigError, match="steps"):
         mod._config(size="XXS", steps=0, batch_size=8)
 

@@ -1,4 +1,5 @@
-"""The pretrain/scheduled deployment on a real local Prefect server, run by a real process worker.
+"""The pretrain/scheduled deployment (the retraining flow) on a real local Prefect server, run by
+a real process worker; the training flow (pretrain/manual) in process.
 
 prefect.yaml -> `prefect deploy --name scheduled` -> the weekly cron schedule is on the server ->
 `prefect deployment run 'pretrain/scheduled'` -> `prefect worker start --pool geomoe-process`
@@ -24,7 +25,8 @@ def test_scheduled_deployment_schedule_and_triggered_run(prefect_server, repo_ro
 
     with srv.settings(), get_client(sync_client=True) as client:
         d = client.read_deployment_by_name("pretrain/scheduled")
-        assert d.parameters["mode"] == "scheduled" and d.work_pool_name == "geomoe-process"
+        assert d.entrypoint == "geomoe.flows.pretrain.retrain_flow"  # the retraining flow
+        assert d.parameters["finetune_steps"] == 200 and d.work_pool_name == "geomoe-process"
         assert len(d.schedules) == 1
         sched = d.schedules[0]
         assert sched.active and sched.schedule.cron == "0 3 * * 1"
@@ -68,22 +70,16 @@ def test_scheduled_deployment_schedule_and_triggered_run(prefect_server, repo_ro
 
 def test_manual_flow_in_process_publishes_metrics_and_auto_resumes(prefect_server, repo_root,
                                                                      tmp_path):
-    import importlib.util
-    import sys
-
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    spec = importlib.util.spec_from_file_location("flows.pretrain", repo_root / "flows" / "pretrain.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["flows.pretrain"] = mod
-    spec.loader.exec_module(mod)
+    import geomoe.flows.pretrain as mod
     params = dict(aoi=str(repo_root / "catalogs" / "aois" / "liverpool.geojson"),
                   out=str(tmp_path / "manual"), size="XXS", batch_size=8, checkpoint_every=2,
                   threads=1)
     with prefect_server.settings():
-        first = mod.pretrain_flow(mode="train", steps=2, **params)
-        again = mod.pretrain_flow(mode="train", steps=3, **params)  # same out: resumes
+        first = mod.pretrain_flow(steps=2, **params)
+        again = mod.pretrain_flow(steps=3, **params)  # same out: resumes
         with get_client(sync_client=True) as client:
             tables = client.read_artifacts(artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=["pretrain-metrics"])))
@@ -92,3 +88,25 @@ def test_manual_flow_in_process_publishes_metrics_and_auto_resumes(prefect_serve
     steps = sorted(r["step"] for t in tables
                    for r in (json.loads(t.data) if isinstance(t.data, str) else t.data))
     assert steps == [1, 2, 3]
+
+
+def test_training_and_retraining_are_two_flows_behind_the_two_deployments(repo_root):
+    """No mode switch: each flow takes only its own parameters; both keep the flow name
+    "pretrain", so the deployments stay pretrain/manual and pretrain/scheduled."""
+    import inspect
+
+    import yaml
+
+    from geomoe.flows.pretrain import pretrain_flow, retrain_flow
+
+    train_p = set(inspect.signature(pretrain_flow.fn).parameters)
+    retrain_p = set(inspect.signature(retrain_flow.fn).parameters)
+    assert "mode" not in train_p | retrain_p
+    assert {"out", "steps", "resume", "init_from", "max_minutes", "datetime"} <= train_p - retrain_p
+    assert {"root", "finetune_steps", "base_checkpoint", "since"} <= retrain_p - train_p
+    assert pretrain_flow.name == retrain_flow.name == "pretrain"
+    deps = {d["name"]: d for d in yaml.safe_load((repo_root / "prefect.yaml").read_text())["deployments"]}
+    assert deps["manual"]["entrypoint"] == "geomoe.flows.pretrain.pretrain_flow"
+    assert deps["scheduled"]["entrypoint"] == "geomoe.flows.pretrain.retrain_flow"
+    for name, fn in (("manual", pretrain_flow), ("scheduled", retrain_flow)):
+        inspect.signature(fn.fn).bind(**deps[name]["parameters"])  # every parameter is the flow's

@@ -21,15 +21,18 @@ read them for ``geomoe embed-region --deployment`` (docs/deploy.md).
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -50,9 +53,12 @@ from geomoe.lock import store_lock
 from geomoe.stac_output import write_cube_item
 from geomoe.tiles import Tile
 
-# Dask workers may not have this file on their path: ship the flow module by value
-# (geomoe itself is installed on every worker and pickled by reference).
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
+# Imported as geomoe.flows.embed_region (prefect.yaml, the CLI), this module is pickled by
+# reference like the rest of geomoe, which every Dask worker has installed. Loaded some other way
+# (as a script, or from a file path by an older deployment) its name means nothing to a worker:
+# ship it by value then.
+if __name__ != "geomoe.flows.embed_region":
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 PROGRESS_KEY = "embed-region-progress"  # progress artifact: percent + "done/total chips" line
 SUMMARY_KEY = "embed-region-summary"  # table artifact: the run's EmbedSummary fields
@@ -90,12 +96,19 @@ def embed_tile_task(tile: str, req: dict, run: int) -> dict:
     """Read, embed and write one chunk-aligned tile; idempotent (a retry rewrites it whole)."""
     import torch
 
+    from geomoe.device import cores_available, limit_threads
+
     with worker_threads() as nthreads:
+        if nthreads is None and req.get("threads"):  # not on Dask: the run's --threads
+            limit_threads(req["threads"])  # per thread: set in the one that runs the model
+        # --read-workers: at most the cores this process may use, as in a plain run
+        req = {**req, "read_workers": min(int(req["read_workers"]), cores_available())}
         dev = resolve_device(req["device"])
         info = {"pid": os.getpid(), "device": str(dev), "worker_nthreads": nthreads,
                 "torch_threads": torch.get_num_threads(),
                 "precision": "bf16" if infer_bf16(dev, req["precision"]) else "fp32"}
         prep = prepared_for(req, run)
+        info["read_workers"] = int(prep.request.read_workers)
         t = Tile.parse(tile)
         if prep.cube.is_done(t):  # a retried task whose first attempt already committed
             return {"tile": tile, "embedded": 0, "skipped": 0, "already_done": True, **info}
@@ -141,41 +154,49 @@ def _png_markdown(png: Path, title: str) -> str:
     return f"## {title}\n\n![cube preview](data:image/png;base64,{data})\n\n`{png}`\n"
 
 
+def _request_signature(fn: Callable[..., dict]) -> Callable[..., dict]:
+    """Give ``fn(**params)`` the flow fields of :class:`EmbedRequest` as its signature (types,
+    defaults) and their help as its parameter docs: Prefect's parameter schema, validation and
+    UI then follow the one definition, and a new request field is a new flow parameter."""
+    from geomoe.commands.embed import add_request_arguments
+    from geomoe.embed_request import request_fields
+
+    hints = typing.get_type_hints(EmbedRequest)
+    fields = request_fields("flow")
+    fn.__signature__ = inspect.Signature(
+        [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                           default=inspect.Parameter.empty if f.default is dataclasses.MISSING
+                           else f.default) for f in fields],
+        return_annotation=dict)
+    parser = argparse.ArgumentParser()  # the CLI's help texts, search options included
+    add_request_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions}
+    # Prefect reads parameter docs in Google style ("Args:")
+    args = [f"    {f.name}: {' '.join((f.metadata['help'] or helps.get(f.name) or '').split())}"
+            for f in fields]
+    fn.__doc__ = f"{inspect.cleandoc(fn.__doc__ or '')}\n\nArgs:\n" + "\n".join(args)
+    return fn
+
+
 @flow(name="embed-region", log_prints=True)
-def embed_region_flow(
-    aoi: str,
-    catalog: str | None = None,
-    datetime: str | None = None,
-    checkpoint: str | None = None,
-    out: str = "cube.zarr",
-    device: str = "auto",
-    batch_size: int = 256,
-    min_valid: float = 0.9,
-    pooling: str = "mean",
-    dtype: str = "float32",
-    tile_size: int = 32,
-    max_cloud: float | None = None,
-    gpu_resource: bool = False,
-    plot: bool = True,
-    compile: bool = False,
-    precision: str = "auto",
-) -> dict:
+@_request_signature
+def embed_region_flow(**params: Any) -> dict:
     """Embed every chip of ``aoi`` (path, URL or inline GeoJSON) into the Zarr cube ``out``.
 
-    ``gpu_resource``: annotate tile tasks with Dask resource ``GPU=1`` so a Dask scheduler
-    sends them only to workers started with ``--resources GPU=1`` (one task per GPU).
-    ``precision``: auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.
-    ``compile``: torch.compile the encoder where it runs in bf16 (no effect in fp32).
+    Its parameters are the flow fields of :class:`geomoe.embed_request.EmbedRequest`.
     """
     log = get_run_logger()
     t0 = time.perf_counter()
-    req = EmbedRequest(aoi=aoi, out=str(out), catalog=catalog, datetime=datetime, max_cloud=max_cloud,
-                       checkpoint=checkpoint, device=device, batch_size=batch_size,
-                       min_valid=min_valid, pooling=pooling, dtype=dtype, tile_size=tile_size,
-                       compile=compile, precision=precision)
+    req = EmbedRequest(**params)
+    req.out = str(req.out)
     req.validate()
+    device, precision = req.device, req.precision
     resolve_checkpoint(req.checkpoint)
     planned = search_and_plan(req)  # bad AOI / no scenes: nothing is created
+    if req.plot:  # a foreign file at <out>.png is refused before any work, not after it
+        from geomoe.plot import check_plot_out
+
+        check_plot_out(Path(req.out).with_name(Path(req.out).name + ".png"), Path(req.out))
     ensure_writable(Path(req.out))
     with store_lock(req.out):
         prep = prepare(req, planned)
@@ -192,7 +213,7 @@ def embed_region_flow(
         progress = _ProgressArtifact(planned, already)
         reqd = dataclasses.asdict(req)
         reqd["out"] = str(Path(req.out).resolve())
-        if gpu_resource:
+        if req.gpu_resource:
             import dask
 
             with dask.annotate(resources={"GPU": 1}):
@@ -230,18 +251,19 @@ def embed_region_flow(
     summary.update(precision_requested=precision, task_pids=sorted({r["pid"] for r in results}),
                    torch_threads=sorted({r["torch_threads"] for r in results}),
                    worker_nthreads=sorted({r["worker_nthreads"] for r in results
-                                           if r["worker_nthreads"] is not None}))
+                                           if r["worker_nthreads"] is not None}),
+                   read_workers=sorted({r["read_workers"] for r in results}))
     print(str(s))
-    create_table_artifact(key=SUMMARY_KEY,
-                          table=[{"key": k, "value": _table_value(v)} for k, v in summary.items()],
-                          description="embed-region summary")
-    if plot:
+    if req.plot:
         from geomoe.plot import plot_cube
 
         png = plot_cube(req.out)
         summary["plot"] = str(png)
         create_markdown_artifact(key=PLOT_KEY, markdown=_png_markdown(png, "Embedding PCs (RGB)"),
                                  description=f"first three principal components of {req.out}")
+    create_table_artifact(key=SUMMARY_KEY,
+                          table=[{"key": k, "value": _table_value(v)} for k, v in summary.items()],
+                          description="embed-region summary")
     return summary
 
 
@@ -344,7 +366,8 @@ def run_with_dask(params: dict, address: str | None = None, n_workers: int = 2,
     """Run the flow with its tile tasks on Dask (used by ``geomoe embed-region --dask-*``).
 
     A LocalCluster of ``n_workers`` processes gets ``max(1, cores // n_workers)`` threads per
-    worker, ``cores`` being ``threads`` or the CPUs this process may use, so workers x threads
+    worker, ``cores`` being ``threads`` (default: the ``threads`` parameter, the CLI's
+    ``--threads``) or the CPUs this process may use, so workers x threads
     never exceed it; each tile task runs torch on its worker's threads (:func:`worker_threads`).
     ``resources`` (LocalCluster only), e.g. ``{"GPU": 1}``, with ``gpu_resource=True`` in
     ``params``, makes every tile task need one GPU slot: one task per GPU at a time.
@@ -357,7 +380,7 @@ def run_with_dask(params: dict, address: str | None = None, n_workers: int = 2,
             return embed_region_flow.with_options(task_runner=DaskTaskRunner(address=address))(**params)
         from distributed import LocalCluster
 
-        tpw = max(1, cores_given(threads) // max(1, n_workers))
+        tpw = max(1, cores_given(threads or params.get("threads")) // max(1, n_workers))
         with LocalCluster(**_cluster_kwargs(n_workers, tpw, resources), env=env) as cluster:
             try:
                 runner = DaskTaskRunner(address=cluster.scheduler_address)
@@ -457,10 +480,10 @@ def run_summary(run_id: Any) -> EmbedSummary:
         art = _latest_artifact(client, run_id, SUMMARY_KEY)
     if art is None:
         raise GeomoeError(f"flow run {run_id} completed but published no {SUMMARY_KEY!r} artifact "
-                          f"(a deployment of an older flows/embed_region.py?): {flow_run_url(run_id)}")
+                          f"(a deployment of an older embed-region flow?): {flow_run_url(run_id)}")
     rows = json.loads(art.data) if isinstance(art.data, str) else art.data
     return summary_from_table(rows)
 
 
-if __name__ == "__main__":  # `python flows/embed_region.py AOI [OUT]` runs the flow once locally
+if __name__ == "__main__":  # `python -m geomoe.flows.embed_region AOI [OUT]` runs the flow once locally
     embed_region_flow(aoi=sys.argv[1], out=sys.argv[2] if len(sys.argv) > 2 else "cube.zarr")
