@@ -29,7 +29,6 @@ import numpy as np
 import pystac
 import shapely.geometry as sg
 
-from geomoe.bands import zscore
 from geomoe.errors import NoScenesError
 from geomoe.grid import (
     CHIP_METERS,
@@ -143,10 +142,6 @@ class ChipBatch:
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
-
-    def zscored(self) -> np.ndarray:
-        """(N, 7, 40, 40) float32 z-scored with the published DN statistics (the model's input)."""
-        return zscore(self.pixels)
 
 
 # ----------------------------------------------------------------------------- planning

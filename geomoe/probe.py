@@ -276,17 +276,13 @@ def load_probe_model(
 def embed_data(
     model: torch.nn.Module, data: ProbeData, pooling: str = "mean", batch_size: int = 128
 ) -> np.ndarray:
-    """Frozen embeddings (N, D) float32 of the probe chips (eval mode, deterministic)."""
-    from geomoe.bands import zscore
-
-    cfg = model.config
-    mean = np.asarray(cfg.norm_mean, dtype=np.float32)
-    std = np.asarray(cfg.norm_std, dtype=np.float32)
+    """Frozen embeddings (N, D) float32 of the probe chips (eval mode, deterministic), each
+    z-scored with the model's own normalisation."""
     model.eval()
     out = []
     for s in range(0, len(data.pixels), batch_size):
         sl = slice(s, s + batch_size)
-        x = torch.from_numpy(zscore(data.pixels[sl], mean, std))
+        x = torch.from_numpy(model.preprocess(data.pixels[sl]))
         meta = {k: (None if getattr(data, k) is None else torch.from_numpy(getattr(data, k)[sl]))
                 for k in ("week", "hour", "lat", "lon")}
         out.append(model.embed(x, **meta, pooling=pooling).float().numpy())
@@ -509,10 +505,11 @@ def run_probe(
 
 
 def band_stats_features(data: ProbeData) -> np.ndarray:
-    """(N, 14) per-band mean and std of the z-scored chips: a no-model reference probe."""
-    from geomoe.bands import zscore
+    """(N, 14) per-band mean and std of the chips z-scored with the published statistics: a
+    no-model reference probe (the probe's scaler makes it independent of which statistics)."""
+    from geomoe.bands import PUBLISHED
 
-    z = zscore(data.pixels)
+    z = PUBLISHED(data.pixels)
     return np.concatenate([z.mean(axis=(2, 3)), z.std(axis=(2, 3))], axis=1)
 
 

@@ -78,8 +78,10 @@ def test_liverpool_pixels_match_direct_read_of_source(bundled_items, shared_data
         exp[:, inside] = stack[:, r[inside], c[inside]]
         np.testing.assert_array_equal(px[k], exp, err_msg=f"chip {idx[k]}")
     assert (cat("valid") == 1.0).sum() > 40  # the interior chips are whole
-    # zscored() is the published normalisation of the same DN
-    z = batches[0].zscored()
+    # the published normalisation of the same DN (a model's own: model.preprocess)
+    from geomoe.bands import PUBLISHED
+
+    z = PUBLISHED(batches[0].pixels)
     assert z.dtype == np.float32 and z.shape == batches[0].pixels.shape
 
 

@@ -139,3 +139,27 @@ def test_checkpoint_of_another_size_is_refused(xxs_checkpoint, tmp_path, capsys)
 def test_cv_multilabel_rejects_too_few_samples():
     with pytest.raises(LabelsMissingError, match="too few"):
         cv_multilabel(np.zeros((6, 4)), np.ones((6, 3), dtype=int), n_folds=5)
+
+
+def test_probe_embeds_with_the_checkpoint_statistics(ben_data, tmp_path):
+    """The probe z-scores with the statistics the checkpoint carries, not the published ones."""
+    import torch
+
+    from geomoe.bands import PUBLISHED, Normalisation, zscore
+    from geomoe.model import build_model, save_checkpoint
+
+    other = Normalisation(tuple(m * 0.5 + 1000.3 for m in PUBLISHED.mean), tuple(s * 1.7 for s in PUBLISHED.std))
+    torch.manual_seed(0)
+    path = save_checkpoint(build_model("XXS", norm_mean=other.mean, norm_std=other.std), tmp_path / "o.safetensors")
+    model, _ = load_probe_model(path)
+    sub = type(ben_data)(**{**ben_data.__dict__, "pixels": ben_data.pixels[:8], "y": ben_data.y[:8],
+                            **{k: getattr(ben_data, k)[:8] for k in ("week", "hour", "lat", "lon")}})
+    got = embed_data(model, sub, "mean")
+    c = sub
+    meta = {k: torch.from_numpy(getattr(c, k)) for k in ("week", "hour", "lat", "lon")}
+    with torch.no_grad():
+        want = model.embed(torch.from_numpy(zscore(c.pixels, np.float32(other.mean), np.float32(other.std))),
+                           **meta).numpy()
+        pub = model.embed(torch.from_numpy(PUBLISHED(c.pixels)), **meta).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, pub, rtol=1e-3, atol=1e-4)
