@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ import torch
 from geomoe.bands import Normalisation
 from geomoe.device import resolve_device, train_bf16
 from geomoe.errors import GeomoeError
-from geomoe.stream import ChipStream, TrainChips
+from geomoe.stream import ChipStream
 from geomoe.train_state import (
     ResumeMismatchError,
     capture_rng,
@@ -49,12 +49,17 @@ from geomoe.train_state import (
     save_state,
 )
 
+if TYPE_CHECKING:
+    from geomoe.chips import ChipBatch
+
 METRIC_FIELDS = (
     "step", "epoch", "loss", "loss_masked", "loss_unmasked", "moe_loss", "lr", "grad_norm",
     "chips_per_s", "data_s", "step_s", "elapsed_s",
 )
 #: What `run.json` says a folder is: the mark that lets geomoe replace a run with --overwrite.
 RUN_KIND = "geomoe-pretrain-run"
+#: The preview chips' fields a training state keeps.
+_PREVIEW = ("pixels", "week", "hour", "lat", "lon", "item_id")
 
 
 class TrainConfigError(GeomoeError, ValueError):
@@ -229,9 +234,9 @@ def data_end(items: Sequence[Any]) -> str | None:
 
 # ---------------------------------------------------------------------------------- tensors
 def chips_to_tensors(
-    chips: TrainChips, norm: Normalisation, device: torch.device
+    chips: ChipBatch, norm: Normalisation, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """TrainChips -> model inputs: images (N,7,40,40) z-scored with the model's ``norm``
+    """ChipBatch -> model inputs: images (N,7,40,40) z-scored with the model's ``norm``
     (``model.normalisation``) as float32, and the (N,2) metadata."""
     images = torch.from_numpy(norm(chips.pixels))
     out = {"images": images}
@@ -380,7 +385,10 @@ def train(
         mask_gen.set_state(state["mask_generator"])
         restore_rng(state["rng"])
         stream.seek(**state["data_position"])
-        preview = TrainChips(**{k: _np(v) for k, v in state["preview"].items()})
+        # pixels, metadata and item ids; a preview has no grid position (older states: time)
+        from geomoe.chips import ChipBatch
+
+        preview = ChipBatch(**{k: _np(v) for k, v in state["preview"].items() if k in _PREVIEW})
         step = int(state["step"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
         _truncate_metrics(metrics_path, step)
@@ -432,8 +440,7 @@ def train(
             "mask_generator": mask_gen.get_state(),
             "rng": capture_rng(),
             "data_position": stream.position,
-            "preview": {k: _tensorable(getattr(preview, k)) for k in
-                        ("pixels", "week", "hour", "lat", "lon", "item_id", "time")},
+            "preview": {k: _tensorable(getattr(preview, k)) for k in _PREVIEW},
             "normalisation": norm.to_dict(),
             "items_sha256": digest,
             "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
@@ -700,7 +707,7 @@ def unpatchify(patches: torch.Tensor, patch: int, chans: int) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruct(
-    model: torch.nn.Module, chips: TrainChips, device: torch.device, seed: int = 0,
+    model: torch.nn.Module, chips: ChipBatch, device: torch.device, seed: int = 0,
     mask_ratio: float = 0.75,
 ) -> dict[str, np.ndarray]:
     """Masked forward in eval mode: input, visible-only input and reconstruction, all z-scored
@@ -747,7 +754,7 @@ MIN_SPAN_DN = 3000.0
 
 
 def save_preview(
-    model: torch.nn.Module, chips: TrainChips, path: Path, device: torch.device, seed: int = 0,
+    model: torch.nn.Module, chips: ChipBatch, path: Path, device: torch.device, seed: int = 0,
     title: str = "",
 ) -> Path:
     """PNG grid, one row per chip: input RGB | masked input (grey = hidden) | reconstruction |
