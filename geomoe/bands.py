@@ -6,6 +6,8 @@ fixed statistics, so geomoe keeps DN end to end and z-scores only at the model's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 #: The 7 surface-reflectance bands the model takes, in channel order.
@@ -36,10 +38,12 @@ DN_STD = np.array(
 )
 
 
-def zscore(
-    pixels: np.ndarray, mean: np.ndarray = DN_MEAN, std: np.ndarray = DN_STD
-) -> np.ndarray:
-    """Z-score DN chips (..., 7, H, W) per band into float32, the model's input convention."""
+def zscore(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Z-score DN chips (..., 7, H, W) per band into float32.
+
+    The statistics are the model's (``model.normalisation``): call that, or
+    ``model.preprocess``, rather than this with statistics of your own.
+    """
     pixels = np.asarray(pixels)
     if pixels.ndim < 3 or pixels.shape[-3] != len(mean):
         raise ValueError(
@@ -49,6 +53,46 @@ def zscore(
     mean = np.asarray(mean, dtype=np.float32)[:, None, None]
     std = np.asarray(std, dtype=np.float32)[:, None, None]
     return (pixels.astype(np.float32) - mean) / std
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """The per-band DN statistics a model was trained with: its input preprocessing.
+
+    Calling it z-scores DN chips the way the model expects. The values are kept at float32,
+    the precision they are applied in, so :meth:`to_dict` records exactly what was applied.
+
+    Parameters
+    ----------
+    mean, std : sequence of float, length 7 (SR_B1..SR_B7)
+        Per-band DN mean and standard deviation (std > 0).
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        mean = tuple(float(v) for v in np.asarray(self.mean, dtype=np.float32).reshape(-1))
+        std = tuple(float(v) for v in np.asarray(self.std, dtype=np.float32).reshape(-1))
+        if len(mean) != len(std) or not mean:
+            raise ValueError(f"normalisation has {len(mean)} means but {len(std)} stds: give one of each per band")
+        if not all(np.isfinite(mean)) or not all(np.isfinite(std)) or min(std) <= 0:
+            raise ValueError(f"normalisation std must be finite and > 0 and mean finite, got mean {mean}, std {std}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """DN chips (N, 7, 40, 40) (any integer or float dtype) -> (N, 7, 40, 40) float32 z-scores."""
+        return zscore(pixels, self.mean, self.std)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """``{"mean": [...], "std": [...]}``: what a cube records as its normalisation."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+#: The published model's normalisation (BigEarthNet-Landsat DN statistics); a checkpoint whose
+#: config carries no statistics gets these.
+PUBLISHED = Normalisation(tuple(DN_MEAN), tuple(DN_STD))
 
 
 def to_reflectance(pixels: np.ndarray) -> np.ndarray:

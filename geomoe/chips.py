@@ -29,7 +29,6 @@ import numpy as np
 import pystac
 import shapely.geometry as sg
 
-from geomoe.bands import zscore
 from geomoe.errors import NoScenesError
 from geomoe.grid import (
     CHIP_METERS,
@@ -116,37 +115,83 @@ class ChipPlan:
         return f"{len(self)} chips in {len(self.groups)} groups ({'; '.join(parts) or 'none'})"
 
 
+def _no_index() -> np.ndarray:
+    return np.zeros(0, INDEX_DTYPE)
+
+
+def _no_values() -> np.ndarray:
+    return np.zeros(0, np.float32)
+
+
+def _no_ids() -> np.ndarray:
+    return np.zeros(0, str)
+
+
 @dataclass
 class ChipBatch:
-    """A batch of N kept chips and the chips skipped since the previous batch.
+    """N chips and what is known of each: the one chip container of geomoe.
 
-    pixels (N, 7, 40, 40) uint16 DN (SR_B1..SR_B7); week, hour, lat, lon (N, 2) float32 (sin, cos);
-    valid (N,) float32 valid fraction; index (N,) INDEX_DTYPE (epsg, row, col, time);
-    x, y (N,) float64 chip centre in its CRS; item_id (N,) str;
-    skipped_index (M,) INDEX_DTYPE, skipped_valid (M,) float32 and skipped_item_id (M,) str for
-    chips under min_valid (the item id tells apart pre-chipped patches that share an index).
+    :func:`iter_chips` yields it (embedding, with every field); the training stream shuffles,
+    takes and concatenates it; a probe's labelled set holds one. The model's input is
+    ``model.preprocess(batch.pixels)`` plus the four metadata arrays; the z-scoring belongs
+    to the weights, not to the chips.
+
+    Attributes
+    ----------
+    pixels : (N, 7, 40, 40) uint16
+        Landsat C2 L2 DN, bands SR_B1..SR_B7; 0 is fill.
+    week, hour, lat, lon : (N, 2) float32 or None
+        (sin, cos) of acquisition week of year, UTC hour, latitude and longitude
+        (geomoe.meta); None where unknown (e.g. loose GeoTIFFs): the model then uses zeros.
+    item_id : (N,) str
+        The STAC item (scene) each chip was read from, or another name of its source.
+    valid : (N,) float32 or None
+        Fraction of the chip's pixels that are clear (not cloud, shadow or fill).
+    index : (N,) INDEX_DTYPE or None
+        Position (epsg, row, col) of the chip on its grid and its acquisition time.
+    x, y : (N,) float64 or None
+        Chip centre in metres in its CRS (``index["epsg"]``).
+    skipped_index, skipped_valid, skipped_item_id : (M,)
+        Chips under ``min_valid`` met since the previous batch (never in ``pixels``); the
+        item id tells apart pre-chipped patches that share an index. Empty by default.
     """
 
     pixels: np.ndarray
-    week: np.ndarray
-    hour: np.ndarray
-    lat: np.ndarray
-    lon: np.ndarray
-    valid: np.ndarray
-    index: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
+    week: np.ndarray | None
+    hour: np.ndarray | None
+    lat: np.ndarray | None
+    lon: np.ndarray | None
     item_id: np.ndarray
-    skipped_index: np.ndarray
-    skipped_valid: np.ndarray
-    skipped_item_id: np.ndarray
+    valid: np.ndarray | None = None
+    index: np.ndarray | None = None
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+    skipped_index: np.ndarray = field(default_factory=_no_index)
+    skipped_valid: np.ndarray = field(default_factory=_no_values)
+    skipped_item_id: np.ndarray = field(default_factory=_no_ids)
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
 
-    def zscored(self) -> np.ndarray:
-        """(N, 7, 40, 40) float32 z-scored with the published DN statistics (the model's input)."""
-        return zscore(self.pixels)
+    def take(self, idx: np.ndarray | slice) -> "ChipBatch":
+        """The chips at ``idx`` (indices or a slice) as a new batch; it carries no skipped
+        chips (those were reported once, with this batch)."""
+        return ChipBatch(**{f: None if getattr(self, f) is None else getattr(self, f)[idx]
+                            for f in _PER_CHIP})
+
+    @staticmethod
+    def concat(parts: Sequence["ChipBatch"]) -> "ChipBatch":
+        """One batch of the chips (and the skipped chips) of ``parts``, in order; a field
+        unknown (None) in any part is unknown in the result."""
+        out = {}
+        for f in _PER_CHIP + _SKIPPED:
+            vals = [getattr(p, f) for p in parts]
+            out[f] = None if any(v is None for v in vals) else np.concatenate(vals)
+        return ChipBatch(**out)
+
+
+_PER_CHIP = ("pixels", "week", "hour", "lat", "lon", "item_id", "valid", "index", "x", "y")
+_SKIPPED = ("skipped_index", "skipped_valid", "skipped_item_id")
 
 
 # ----------------------------------------------------------------------------- planning

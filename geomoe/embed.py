@@ -76,7 +76,9 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     if key not in _CKPT_INFO:
         model = load_checkpoint(path, map_location="cpu")
         _CKPT_INFO[key] = {"sha256": checkpoint_sha256(path), "config": dataclasses.asdict(model.config),
-                           "embed_dim": int(model.embed_dim)}
+                           "embed_dim": int(model.embed_dim),
+                           # the z-scoring the weights own: what embedding applies and the cube records
+                           "normalisation": model.normalisation.to_dict()}
     return _CKPT_INFO[key]
 
 
@@ -151,7 +153,6 @@ def _aoi_json(aoi: Any, geom: Any) -> Any:
 def identity(req: EmbedRequest, info: dict[str, Any], specs: list[Spec]) -> dict[str, Any]:
     """Every setting that decides which chips are embedded or what their vectors are: a cube
     is resumed only with all of them equal (precision and device are not among them)."""
-    from geomoe.bands import DN_MEAN, DN_STD
     from geomoe.qa import DEFAULT_MASK_BITS
 
     return {"checkpoint_sha256": info["sha256"], "model_size": info["config"].get("size"),
@@ -159,7 +160,7 @@ def identity(req: EmbedRequest, info: dict[str, Any], specs: list[Spec]) -> dict
             "mask_bits": [int(b) for b in DEFAULT_MASK_BITS],  # the chip reader's QA mask
             "grid": ",".join(sorted({"fixed" if s.layout == "grid" else "item" for s in specs})),
             "tile_size": int(req.tile_size), "table_tile": int(req.table_tile),
-            "normalisation": {"mean": [float(v) for v in DN_MEAN], "std": [float(v) for v in DN_STD]}}
+            "normalisation": info["normalisation"]}  # the checkpoint's, as applied (model.preprocess)
 
 
 def check_assets(items: list, specs: list[Spec]) -> None:
@@ -217,8 +218,7 @@ def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
         # the checkpoint by file name and content hash: a path would only hold on this machine
         "geomoe:model": {"size": cfg.get("size"), "config": cfg, "checkpoint": ckpt.name,
                          "checkpoint_sha256": sha, "pooling": req.pooling},
-        "geomoe:normalisation": {"mean": list(map(float, cfg.get("norm_mean", []) or [])),
-                                 "std": list(map(float, cfg.get("norm_std", []) or [])),
+        "geomoe:normalisation": {**info["normalisation"],
                                  "applies_to": "raw Landsat C2 L2 DN, bands SR_B1..SR_B7"},
         "geomoe:query": {"aoi": _aoi_json(req.aoi, geom), "datetime": req.datetime,
                          "catalog": req.catalog or "bundled", "max_cloud": req.max_cloud,
@@ -374,7 +374,8 @@ def iter_tile_batches(prep: Prepared, tile: Tile, batch_size: int) -> Iterator[A
 
 def run_model(model: torch.nn.Module, batch: Any, zscored: np.ndarray, device: torch.device,
               pooling: str, precision: str = "auto") -> np.ndarray:
-    """(N,7,40,40) z-scored + metadata -> (N, D) float32 embeddings."""
+    """(N,7,40,40) z-scored (``model.preprocess(batch.pixels)``) + metadata -> (N, D) float32
+    embeddings."""
     if len(zscored) == 0:
         return np.zeros((0, int(model.embed_dim)), np.float32)
     nb = device.type == "cuda"
@@ -396,7 +397,7 @@ def embed_tile(prep: Prepared, tile: Tile, run: int, device: str | torch.device 
     model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
     buf = TileBuffer.new(prep.cube, tile, int(model.embed_dim))
     for batch in iter_tile_batches(prep, tile, int(req.batch_size)):
-        buf.add(run_model(model, batch, batch.zscored(), dev, req.pooling, req.precision), batch)
+        buf.add(run_model(model, batch, model.preprocess(batch.pixels), dev, req.pooling, req.precision), batch)
     buf.write(prep.cube, run)
     return {"tile": str(tile), "embedded": buf.embedded, "skipped": buf.skipped}
 
@@ -700,7 +701,7 @@ def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: in
         try:
             for tile in pending:
                 for batch in iter_tile_batches(prep, tile, bs):
-                    if not put(batches, (tile, batch, batch.zscored())):
+                    if not put(batches, (tile, batch, model.preprocess(batch.pixels))):
                         return
                 if not put(batches, (tile, None, None)):
                     return

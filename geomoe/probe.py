@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geomoe.chips import ChipBatch
 from geomoe.errors import CheckpointError, GeomoeError, require_extra
 from geomoe.resources import demo_checkpoint, labelled_catalog
 
@@ -82,18 +83,29 @@ REPORT_KIND = "geomoe-probe-report"
 # ---------------------------------------------------------------------------------- data
 @dataclass
 class ProbeData:
-    """Chips of a labelled set: pixels (N,7,40,40) uint16, metadata (N,2) or None, targets."""
+    """A labelled set: its chips and their targets.
 
-    pixels: np.ndarray
-    week: np.ndarray | None
-    hour: np.ndarray | None
-    lat: np.ndarray | None
-    lon: np.ndarray | None
-    ids: list[str]
+    Attributes
+    ----------
+    chips : ChipBatch
+        N chips (``pixels`` (N, 7, 40, 40) uint16 DN, metadata (N, 2) or None where the
+        source has none, ``item_id`` the labelled item or ``<class>/<file>``).
+    classes : list of str
+        Class names, in target order.
+    y : (N, C) int8 0/1 (multi-label) or (N,) int (multi-class)
+    multilabel : bool
+    counts : dict
+        What was read and what was left out (reported).
+    """
+
+    chips: ChipBatch
     classes: list[str]
-    y: np.ndarray  # multi-label: (N, C) 0/1; multi-class: (N,) int
+    y: np.ndarray
     multilabel: bool
     counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.chips)
 
 
 def load_labelled_items(catalog: str | Path | None = None) -> tuple[list[Any], list[Any]]:
@@ -146,7 +158,7 @@ def load_bigearthnet(
 
     labelled, unlabelled = load_labelled_items(catalog)
     labels_of = {it.id: labels for it, labels in labelled}
-    parts: dict[str, list] = {k: [] for k in ("pixels", "week", "hour", "lat", "lon", "ids")}
+    parts: list[ChipBatch] = []
     seen: set[str] = set()
     for batch in iter_chips([it for it, _ in labelled], aoi=None, batch_size=64,
                             min_valid=min_valid, grid="item"):
@@ -155,26 +167,24 @@ def load_bigearthnet(
         ids = [str(i) for i in np.asarray(batch.item_id)]
         keep = [j for j, i in enumerate(ids) if i in labels_of and i not in seen]
         seen.update(ids[j] for j in keep)
-        parts["pixels"].append(np.asarray(batch.pixels)[keep])
-        for k in ("week", "hour", "lat", "lon"):
-            parts[k].append(np.asarray(getattr(batch, k), dtype=np.float32)[keep])
-        parts["ids"].extend(ids[j] for j in keep)
-    if not parts["ids"]:
+        parts.append(batch.take(np.asarray(keep, dtype=np.intp)))
+    chips = ChipBatch.concat(parts) if parts else None
+    if chips is None or not len(chips):
         raise LabelsMissingError(
             f"all {len(labelled)} labelled items were skipped as invalid (valid fraction under "
             f"{min_valid}): lower --min-valid"
         )
-    y = np.asarray([ben19_multihot(labels_of[i]) for i in parts["ids"]], dtype=np.int8)
-    meta = {k: np.concatenate(parts[k]) if use_metadata else None
-            for k in ("week", "hour", "lat", "lon")}
+    if not use_metadata:
+        chips.week = chips.hour = chips.lat = chips.lon = None
+    ids = [str(i) for i in chips.item_id]
+    y = np.asarray([ben19_multihot(labels_of[i]) for i in ids], dtype=np.int8)
     return ProbeData(
-        pixels=np.concatenate(parts["pixels"]), **meta, ids=parts["ids"],
-        classes=list(BEN19_CLASSES), y=y, multilabel=True,
+        chips=chips, classes=list(BEN19_CLASSES), y=y, multilabel=True,
         counts={
             "items": len(labelled) + len(unlabelled),
             "unlabelled_excluded": len(unlabelled),
-            "invalid_excluded": len(labelled) - len(parts["ids"]),
-            "samples": len(parts["ids"]),
+            "invalid_excluded": len(labelled) - len(ids),
+            "samples": len(ids),
         },
     )
 
@@ -220,9 +230,10 @@ def load_folder_dataset(root: str | Path, *, min_per_class: int = 2) -> ProbeDat
             pixels.append(_to_40(_to_dn(arr, SR_SCALE, SR_OFFSET)))
             y.append(ci)
             ids.append(f"{c}/{f.name}")
+    chips = ChipBatch(pixels=np.stack(pixels), week=None, hour=None, lat=None, lon=None,
+                      item_id=np.asarray(ids, dtype=str))
     return ProbeData(
-        pixels=np.stack(pixels), week=None, hour=None, lat=None, lon=None, ids=ids,
-        classes=classes, y=np.asarray(y), multilabel=False,
+        chips=chips, classes=classes, y=np.asarray(y), multilabel=False,
         counts={"samples": len(ids), "classes": len(classes)},
     )
 
@@ -276,18 +287,15 @@ def load_probe_model(
 def embed_data(
     model: torch.nn.Module, data: ProbeData, pooling: str = "mean", batch_size: int = 128
 ) -> np.ndarray:
-    """Frozen embeddings (N, D) float32 of the probe chips (eval mode, deterministic)."""
-    from geomoe.bands import zscore
-
-    cfg = model.config
-    mean = np.asarray(cfg.norm_mean, dtype=np.float32)
-    std = np.asarray(cfg.norm_std, dtype=np.float32)
+    """Frozen embeddings (N, D) float32 of the probe chips (eval mode, deterministic), each
+    z-scored with the model's own normalisation."""
     model.eval()
+    chips = data.chips
     out = []
-    for s in range(0, len(data.pixels), batch_size):
+    for s in range(0, len(chips), batch_size):
         sl = slice(s, s + batch_size)
-        x = torch.from_numpy(zscore(data.pixels[sl], mean, std))
-        meta = {k: (None if getattr(data, k) is None else torch.from_numpy(getattr(data, k)[sl]))
+        x = torch.from_numpy(model.preprocess(chips.pixels[sl]))
+        meta = {k: (None if getattr(chips, k) is None else torch.from_numpy(getattr(chips, k)[sl]))
                 for k in ("week", "hour", "lat", "lon")}
         out.append(model.embed(x, **meta, pooling=pooling).float().numpy())
     return np.concatenate(out)
@@ -519,8 +527,8 @@ def run_probe(
         "kind": REPORT_KIND,
         "task": "bigearthnet-multilabel" if data.multilabel else "folder-multiclass",
         "dataset": str(dataset_dir or catalog or DEFAULT_LABELLED_CATALOG),
-        **desc, "pooling": pooling, "metadata": bool(use_metadata and data.week is not None),
-        "n_samples": len(data.ids), "n_folds": res.get("n_folds", n_folds),
+        **desc, "pooling": pooling, "metadata": bool(use_metadata and data.chips.week is not None),
+        "n_samples": len(data), "n_folds": res.get("n_folds", n_folds),
         "n_folds_requested": asked, "n_repeats": n_repeats, "seed": seed, "counts": data.counts, "classes": data.classes,
         "class_counts": _class_counts(data), "embedding_dim": int(emb.shape[1]),
         "stratification": ("iterative multi-label stratification (Sechidis et al. 2011)"
@@ -547,10 +555,11 @@ def run_probe(
 
 
 def band_stats_features(data: ProbeData) -> np.ndarray:
-    """(N, 14) per-band mean and std of the z-scored chips: a no-model reference probe."""
-    from geomoe.bands import zscore
+    """(N, 14) per-band mean and std of the chips z-scored with the published statistics: a
+    no-model reference probe (the probe's scaler makes it independent of which statistics)."""
+    from geomoe.bands import PUBLISHED
 
-    z = zscore(data.pixels)
+    z = PUBLISHED(data.chips.pixels)
     return np.concatenate([z.mean(axis=(2, 3)), z.std(axis=(2, 3))], axis=1)
 
 
@@ -698,7 +707,7 @@ def _write_csv(rep: dict[str, Any], data: ProbeData, fh: Any) -> None:
         w.writerow(["class", "n", "accuracy_mean"])
         for k, c in enumerate(data.classes):
             w.writerow([c, rep["class_counts"][c], rep["per_class_accuracy_mean"][k]])
-        w.writerow(["ALL", len(data.ids), rep["accuracy_mean"]])
+        w.writerow(["ALL", len(data), rep["accuracy_mean"]])
 
 
 def dominant_class(data: ProbeData) -> np.ndarray:

@@ -16,60 +16,18 @@ Two modes, chosen from the cheap chip plan (no pixel reads):
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geomoe.errors import GeomoeError
 
+if TYPE_CHECKING:  # geomoe.chips is imported lazily: keeps `geomoe --help` fast
+    from geomoe.chips import ChipBatch
+
 
 class EmptyChipStreamError(GeomoeError):
     """The chip stream produced no usable chip (all skipped, or nothing intersects the AOI)."""
-
-
-@dataclass
-class TrainChips:
-    """A batch of training chips.
-
-    pixels: (N, 7, 40, 40) uint16 DN; week/hour/lat/lon: (N, 2) float32 (sin, cos);
-    item_id: (N,) str; time: (N,) datetime64[s].
-    """
-
-    pixels: np.ndarray
-    week: np.ndarray
-    hour: np.ndarray
-    lat: np.ndarray
-    lon: np.ndarray
-    item_id: np.ndarray
-    time: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @staticmethod
-    def concat(parts: Sequence["TrainChips"]) -> "TrainChips":
-        return TrainChips(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS)  # type: ignore[arg-type]
-        )
-
-    def take(self, idx: np.ndarray | slice) -> "TrainChips":
-        return TrainChips(*(getattr(self, f)[idx] for f in _FIELDS))
-
-
-_FIELDS = ("pixels", "week", "hour", "lat", "lon", "item_id", "time")
-
-
-def _from_chip_batch(batch: Any) -> TrainChips:
-    return TrainChips(
-        pixels=np.asarray(batch.pixels),
-        week=np.asarray(batch.week, dtype=np.float32),
-        hour=np.asarray(batch.hour, dtype=np.float32),
-        lat=np.asarray(batch.lat, dtype=np.float32),
-        lon=np.asarray(batch.lon, dtype=np.float32),
-        item_id=np.asarray(batch.item_id).astype(str),
-        time=np.asarray(batch.index["time"]).astype("datetime64[s]"),
-    )
 
 
 class ChipStream:
@@ -112,10 +70,10 @@ class ChipStream:
             )
         self.mode = "cache" if self.planned <= max_cache_chips else "stream"
         self.skipped = 0  # chips under min_valid seen while reading (cache fill or last epoch)
-        self._cache: TrainChips | None = None
+        self._cache: ChipBatch | None = None
         self.epoch = 0
         self.offset = 0
-        self._it: Iterator[TrainChips] | None = None
+        self._it: Iterator[ChipBatch] | None = None
 
     # ------------------------------------------------------------------ public API
     @property
@@ -141,11 +99,11 @@ class ChipStream:
             remaining -= len(part)
             self.offset += len(part)
 
-    def next_batch(self, n: int) -> TrainChips:
+    def next_batch(self, n: int) -> ChipBatch:
         """The next `n` chips (shuffled across scenes); starts a new epoch when one runs out."""
         if self._it is None:
             self.seek(self.epoch, self.offset)
-        parts: list[TrainChips] = []
+        parts: list[ChipBatch] = []
         got = 0
         while got < n:
             assert self._it is not None
@@ -168,7 +126,7 @@ class ChipStream:
             parts.append(part)
             got += len(part)
             self.offset += len(part)
-        return TrainChips.concat(parts)
+        return parts[0].concat(parts)
 
     def epoch_size(self) -> int | None:
         """Chips per epoch when known (cache mode), else None."""
@@ -178,7 +136,7 @@ class ChipStream:
     def _rng(self, epoch: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, int(epoch)])
 
-    def _read(self, items: Sequence[Any]) -> Iterator[TrainChips]:
+    def _read(self, items: Sequence[Any]) -> Iterator[ChipBatch]:
         from geomoe.chips import iter_chips
 
         self.skipped = 0
@@ -188,9 +146,9 @@ class ChipStream:
         ):
             self.skipped += len(getattr(batch, "skipped_valid", ()))
             if len(batch.pixels):
-                yield _from_chip_batch(batch)
+                yield batch.take(slice(None))  # its chips; the skipped ones are counted above
 
-    def _fill_cache(self) -> TrainChips:
+    def _fill_cache(self) -> ChipBatch:
         if self._cache is None:
             parts = list(self._read(self.items))
             if not parts:
@@ -199,10 +157,10 @@ class ChipStream:
                     f"items are under min_valid={self.min_valid} (cloud, fill); lower "
                     "--min-valid or choose other scenes"
                 )
-            self._cache = TrainChips.concat(parts)
+            self._cache = parts[0].concat(parts)
         return self._cache
 
-    def _epoch_chips(self, epoch: int) -> Iterator[TrainChips]:
+    def _epoch_chips(self, epoch: int) -> Iterator[ChipBatch]:
         rng = self._rng(epoch)
         if self.mode == "cache":
             cache = self._fill_cache()
@@ -214,18 +172,18 @@ class ChipStream:
         yield from _shuffle_buffer(self._read(items), self.shuffle_buffer, rng)
 
 
-def _prepend(first: TrainChips, rest: Iterator[TrainChips]) -> Iterator[TrainChips]:
+def _prepend(first: ChipBatch, rest: Iterator[ChipBatch]) -> Iterator[ChipBatch]:
     yield first
     yield from rest
 
 
 def _shuffle_buffer(
-    parts: Iterator[TrainChips], size: int, rng: np.random.Generator
-) -> Iterator[TrainChips]:
+    parts: Iterator[ChipBatch], size: int, rng: np.random.Generator
+) -> Iterator[ChipBatch]:
     """Classic streaming shuffle: hold up to `size` chips, emit a random one per arrival."""
-    buf: TrainChips | None = None
+    buf: ChipBatch | None = None
     for part in parts:
-        buf = part if buf is None else TrainChips.concat([buf, part])
+        buf = part if buf is None else buf.concat([buf, part])
         if len(buf) > size:
             excess = len(buf) - size
             pick = rng.choice(len(buf), size=excess, replace=False)

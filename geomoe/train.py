@@ -31,14 +31,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from geomoe.bands import Normalisation
 from geomoe.device import resolve_device, train_bf16
 from geomoe.errors import GeomoeError
-from geomoe.stream import ChipStream, TrainChips
+from geomoe.stream import ChipStream
 from geomoe.train_state import (
     ResumeMismatchError,
     capture_rng,
@@ -48,12 +49,17 @@ from geomoe.train_state import (
     save_state,
 )
 
+if TYPE_CHECKING:
+    from geomoe.chips import ChipBatch
+
 METRIC_FIELDS = (
     "step", "epoch", "loss", "loss_masked", "loss_unmasked", "moe_loss", "lr", "grad_norm",
     "chips_per_s", "data_s", "step_s", "elapsed_s",
 )
 #: What `run.json` says a folder is: the mark that lets geomoe replace a run with --overwrite.
 RUN_KIND = "geomoe-pretrain-run"
+#: The preview chips' fields a training state keeps.
+_PREVIEW = ("pixels", "week", "hour", "lat", "lon", "item_id")
 
 
 class TrainConfigError(GeomoeError, ValueError):
@@ -228,16 +234,20 @@ def data_end(items: Sequence[Any]) -> str | None:
 
 # ---------------------------------------------------------------------------------- tensors
 def chips_to_tensors(
-    chips: TrainChips, mean: np.ndarray, std: np.ndarray, device: torch.device
+    chips: ChipBatch, norm: Normalisation, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """TrainChips -> model inputs: images (N,7,40,40) z-scored float32 and (N,2) metadata."""
-    from geomoe.bands import zscore
-
-    images = torch.from_numpy(zscore(chips.pixels, mean, std))
+    """ChipBatch -> model inputs: images (N,7,40,40) z-scored with the model's ``norm``
+    (``model.normalisation``) as float32, and the (N,2) metadata."""
+    images = torch.from_numpy(norm(chips.pixels))
     out = {"images": images}
     for k in ("week", "hour", "lat", "lon"):
         out[k] = torch.from_numpy(np.ascontiguousarray(getattr(chips, k), dtype=np.float32))
     return {k: v.to(device, non_blocking=True) for k, v in out.items()}
+
+
+def _set_normalisation(model: torch.nn.Module, norm: Normalisation) -> None:
+    """Give ``model`` the statistics its weights were trained with (they travel in its config)."""
+    model.config = dataclasses.replace(model.config, norm_mean=norm.mean, norm_std=norm.std)
 
 
 def random_ids_keep(
@@ -247,12 +257,6 @@ def random_ids_keep(
     n_keep = int(round(n_patches * (1.0 - mask_ratio)))
     noise = torch.rand(batch, n_patches, generator=generator)
     return torch.argsort(noise, dim=1)[:, :n_keep]
-
-
-def model_norm_stats(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
-    """The per-band DN mean/std the model was trained with (its config), as (7,) float32."""
-    cfg = model.config
-    return (np.asarray(cfg.norm_mean, dtype=np.float32), np.asarray(cfg.norm_std, dtype=np.float32))
 
 
 # ---------------------------------------------------------------------------------- training
@@ -336,13 +340,16 @@ def train(
                 f"size {config.size}: pass --size {base.config.size}"
             )
         model.load_state_dict(base.state_dict())
+        _set_normalisation(model, base.normalisation)  # the weights keep their statistics
         del base
+    if state is not None and "normalisation" in state:  # older states: the published ones
+        _set_normalisation(model, Normalisation(**state["normalisation"]))
     model.to(device)
     if config.compile:
         from geomoe.model import compile_for_training
 
         compile_for_training(model)  # compiles at the first step
-    mean, std = model_norm_stats(model)
+    norm = model.normalisation
     decay, no_decay = _param_groups(model)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay},
@@ -378,7 +385,10 @@ def train(
         mask_gen.set_state(state["mask_generator"])
         restore_rng(state["rng"])
         stream.seek(**state["data_position"])
-        preview = TrainChips(**{k: _np(v) for k, v in state["preview"].items()})
+        # pixels, metadata and item ids; a preview has no grid position (older states: time)
+        from geomoe.chips import ChipBatch
+
+        preview = ChipBatch(**{k: _np(v) for k, v in state["preview"].items() if k in _PREVIEW})
         step = int(state["step"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
         _truncate_metrics(metrics_path, step)
@@ -430,8 +440,8 @@ def train(
             "mask_generator": mask_gen.get_state(),
             "rng": capture_rng(),
             "data_position": stream.position,
-            "preview": {k: _tensorable(getattr(preview, k)) for k in
-                        ("pixels", "week", "hour", "lat", "lon", "item_id", "time")},
+            "preview": {k: _tensorable(getattr(preview, k)) for k in _PREVIEW},
+            "normalisation": norm.to_dict(),
             "items_sha256": digest,
             "elapsed_s": elapsed_before + (time.perf_counter() - t_start),
             "loss": loss,
@@ -442,7 +452,7 @@ def train(
             "seed": config.seed, "steps": config.steps,
         })
         png = out / "previews" / f"step_{step:07d}.png"
-        save_preview(model, preview, png, mean, std, device, seed=config.seed, title=f"step {step}")
+        save_preview(model, preview, png, device, seed=config.seed, title=f"step {step}")
         info = {"step": step, "loss": loss, "state": str(state_path), "model": str(model_path),
                 "preview": str(png)}
         if on_checkpoint:
@@ -462,7 +472,7 @@ def train(
         while step < config.steps:
             t0 = time.perf_counter()
             chips = stream.next_batch(config.batch_size)
-            inputs = chips_to_tensors(chips, mean, std, device)
+            inputs = chips_to_tensors(chips, norm, device)
             ids_keep = random_ids_keep(
                 len(chips), model.config.num_patches, config.mask_ratio, mask_gen
             ).to(device)
@@ -697,10 +707,11 @@ def unpatchify(patches: torch.Tensor, patch: int, chans: int) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruct(
-    model: torch.nn.Module, chips: TrainChips, mean: np.ndarray, std: np.ndarray,
-    device: torch.device, seed: int = 0, mask_ratio: float = 0.75,
+    model: torch.nn.Module, chips: ChipBatch, device: torch.device, seed: int = 0,
+    mask_ratio: float = 0.75,
 ) -> dict[str, np.ndarray]:
-    """Masked forward in eval mode: input, visible-only input and reconstruction, all z-scored.
+    """Masked forward in eval mode: input, visible-only input and reconstruction, all z-scored
+    (with the model's normalisation).
 
     Returns arrays (N, 7, 40, 40) float32 `input`, `masked` (NaN where hidden), `recon` (model
     prediction everywhere) and `mask` (N, 100) 1 = hidden.
@@ -708,7 +719,7 @@ def reconstruct(
     was_training = model.training
     model.eval()
     try:
-        inputs = chips_to_tensors(chips, mean, std, device)
+        inputs = chips_to_tensors(chips, model.normalisation, device)
         cfg = model.config
         n = cfg.num_patches
         gen = torch.Generator().manual_seed(seed + 12345)
@@ -743,8 +754,8 @@ MIN_SPAN_DN = 3000.0
 
 
 def save_preview(
-    model: torch.nn.Module, chips: TrainChips, path: Path, mean: np.ndarray, std: np.ndarray,
-    device: torch.device, seed: int = 0, title: str = "",
+    model: torch.nn.Module, chips: ChipBatch, path: Path, device: torch.device, seed: int = 0,
+    title: str = "",
 ) -> Path:
     """PNG grid, one row per chip: input RGB | masked input (grey = hidden) | reconstruction |
     reconstruction with the visible patches pasted back."""
@@ -753,7 +764,9 @@ def save_preview(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    r = reconstruct(model, chips, mean, std, device, seed=seed)
+    r = reconstruct(model, chips, device, seed=seed)
+    mean = np.asarray(model.normalisation.mean, dtype=np.float32)  # back to DN for the RGB stretch
+    std = np.asarray(model.normalisation.std, dtype=np.float32)
     n = r["input"].shape[0]
     fig, axes = plt.subplots(n, 4, figsize=(8, 2.1 * n + 0.4), squeeze=False)
     cols = ("input RGB", "masked input (75 %)", "reconstruction", "recon + visible")

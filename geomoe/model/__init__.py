@@ -2,7 +2,8 @@
 
 >>> from geomoe.model import build_model, load_checkpoint
 >>> model = build_model("S")                 # img 40, patch 4, 7 bands
->>> out = model.encode(images)               # images (B, 7, 40, 40) z-scored
+>>> images = torch.from_numpy(model.preprocess(batch.pixels))  # DN -> z-scored with the weights' statistics
+>>> out = model.encode(images)               # images (B, 7, 40, 40) float32
 >>> out.tokens.shape                         # (B, 105, 144)
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from geomoe.bands import BANDS, DN_MEAN, DN_STD
+from geomoe.bands import BANDS, PUBLISHED, Normalisation
 from geomoe.errors import CheckpointError
 
 #: Order of the metadata tokens in the sequence (indices 0..3); CLS is index 4.
@@ -55,8 +55,10 @@ class ModelConfig:
     loss_alpha_unmasked: float = 0.1
     loss_beta_moe: float = 0.5
     bands: tuple[str, ...] = field(default_factory=lambda: tuple(BANDS))
-    norm_mean: tuple[float, ...] = field(default_factory=lambda: tuple(float(v) for v in DN_MEAN))
-    norm_std: tuple[float, ...] = field(default_factory=lambda: tuple(float(v) for v in DN_STD))
+    # the DN statistics the weights were trained with; a config without them (published .pth,
+    # older files) gets the published ones
+    norm_mean: tuple[float, ...] = PUBLISHED.mean
+    norm_std: tuple[float, ...] = PUBLISHED.std
     metadata_order: tuple[str, ...] = METADATA_ORDER
 
     def __post_init__(self) -> None:
@@ -66,6 +68,15 @@ class ModelConfig:
             raise ValueError("embed_dim must divide by num_heads and num_heads by num_groups")
         if len(self.bands) != self.in_chans:
             raise ValueError(f"{len(self.bands)} band names for in_chans={self.in_chans}")
+        if len(self.norm_mean) != self.in_chans or len(self.norm_std) != self.in_chans:
+            raise ValueError(f"norm_mean/norm_std need {self.in_chans} values each (one per band), "
+                             f"got {len(self.norm_mean)}/{len(self.norm_std)}")
+        self.normalisation  # noqa: B018 - raises ValueError for a zero, negative or NaN std
+
+    @property
+    def normalisation(self) -> Normalisation:
+        """The z-scoring these weights expect (from ``norm_mean``/``norm_std``)."""
+        return Normalisation(self.norm_mean, self.norm_std)
 
     # ---- derived geometry -------------------------------------------------------------
     @property

@@ -11,9 +11,11 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from geomoe.bands import Normalisation
 from geomoe.errors import GeomoeError
 from geomoe.model.config import ModelConfig, config_for
 from geomoe.model.layers import MoEBlock, fusable_linear, init_uniform_fan_in
@@ -108,6 +110,25 @@ class MoEMAE(nn.Module):
         """D, the width of tokens and embeddings (144 for S)."""
         return self.config.embed_dim
 
+    @property
+    def normalisation(self) -> Normalisation:
+        """The z-scoring these weights were trained with (from the checkpoint's config)."""
+        return self.config.normalisation
+
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw DN chips -> the model's image input, z-scored with the weights' own statistics.
+
+        Parameters
+        ----------
+        pixels : (N, 7, 40, 40) uint16 (or any numeric dtype)
+            Landsat C2 L2 DN of SR_B1..SR_B7, e.g. ``ChipBatch.pixels``.
+
+        Returns
+        -------
+        (N, 7, 40, 40) float32 numpy array, for :meth:`embed` / :meth:`encode` (as a tensor).
+        """
+        return self.config.normalisation(pixels)
+
     def num_params(self) -> int:
         """Parameters of encoder + decoder (each shared tensor counted once)."""
         return sum(p.numel() for p in self.parameters())
@@ -133,12 +154,12 @@ class MoEMAE(nn.Module):
             got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise ModelInputError(
                 f"images must be (B, {want[0]}, {want[1]}, {want[2]}) z-scored float, got {got}; "
-                "cut 40x40 chips of the 7 SR bands and z-score them (geomoe.bands.zscore)"
+                "cut 40x40 chips of the 7 SR bands and z-score them (model.preprocess)"
             )
         if not images.is_floating_point():
             raise ModelInputError(
                 f"images have dtype {images.dtype}: the model takes z-scored floats, not raw DN; "
-                "apply geomoe.bands.zscore (or ChipBatch.zscored()) first"
+                "apply model.preprocess(pixels) first"
             )
 
     def _check_meta(self, meta: dict[str, Tensor | None], b: int) -> None:

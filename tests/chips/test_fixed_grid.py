@@ -78,8 +78,10 @@ def test_liverpool_pixels_match_direct_read_of_source(bundled_items, shared_data
         exp[:, inside] = stack[:, r[inside], c[inside]]
         np.testing.assert_array_equal(px[k], exp, err_msg=f"chip {idx[k]}")
     assert (cat("valid") == 1.0).sum() > 40  # the interior chips are whole
-    # zscored() is the published normalisation of the same DN
-    z = batches[0].zscored()
+    # the published normalisation of the same DN (a model's own: model.preprocess)
+    from geomoe.bands import PUBLISHED
+
+    z = PUBLISHED(batches[0].pixels)
     assert z.dtype == np.float32 and z.shape == batches[0].pixels.shape
 
 
@@ -249,3 +251,25 @@ def test_plan_real_api_items_offline(shared_data):
         assert len(np.unique(rc)) == len(rc)
         assert {int(i.properties.get("proj:epsg") or i.properties["proj:code"].split(":")[1]) for i in g.items} == {g.epsg}
     assert len({g.epsg for g in plan.groups}) >= 3
+
+
+def test_chip_batch_take_and_concat_keep_every_field_in_step(bundled_items):
+    """The one chip container: selections and concatenations keep each chip's fields together;
+    skipped chips are reported once (concat keeps them, a selection carries none)."""
+    from geomoe.chips import ChipBatch
+
+    batches = list(iter_chips([bundled_items[LIVERPOOL]], batch_size=7, min_valid=0.9))
+    assert sum(len(b.skipped_valid) for b in batches) > 0  # some Liverpool chips are cloudy
+    whole = ChipBatch.concat(batches)
+    assert len(whole) == sum(len(b) for b in batches)
+    assert len(whole.skipped_index) == len(whole.skipped_valid) == sum(len(b.skipped_valid) for b in batches)
+    order = np.random.default_rng(0).permutation(len(whole))
+    sub = whole.take(order[:5])
+    for f in ("pixels", "week", "hour", "lat", "lon", "item_id", "valid", "index", "x", "y"):
+        np.testing.assert_array_equal(getattr(sub, f), getattr(whole, f)[order[:5]], err_msg=f)
+    assert len(sub.skipped_index) == len(sub.skipped_valid) == len(sub.skipped_item_id) == 0
+    # a field unknown in one part (loose GeoTIFFs carry no metadata) is unknown in the result
+    bare = ChipBatch(pixels=sub.pixels, week=None, hour=None, lat=None, lon=None, item_id=sub.item_id)
+    both = ChipBatch.concat([sub, bare])
+    assert len(both) == 10 and both.week is None and both.index is None
+    np.testing.assert_array_equal(both.pixels[5:], sub.pixels)

@@ -76,7 +76,7 @@ def test_embeddings_equal_the_model_on_the_same_chips(liverpool_reference, liver
     n = 0
     for b in iter_chips(search(None, aoi), aoi=aoi, batch_size=64):
         with torch.inference_mode():
-            e = model.embed(torch.from_numpy(b.zscored()), week=torch.from_numpy(b.week),
+            e = model.embed(torch.from_numpy(model.preprocess(b.pixels)), week=torch.from_numpy(b.week),
                             hour=torch.from_numpy(b.hour), lat=torch.from_numpy(b.lat),
                             lon=torch.from_numpy(b.lon), pooling="mean").numpy()
         for k in range(len(b)):

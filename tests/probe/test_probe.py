@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -33,16 +34,16 @@ def test_labels_come_from_items_and_the_unlabelled_patch_is_counted(ben_data):
     c = ben_data.counts
     assert c["items"] == 200 and c["unlabelled_excluded"] == 1
     # the all-fill and 99 %-fill patches (and two partly filled ones) are under min_valid
-    assert c["invalid_excluded"] == 4 and c["samples"] == 195 == len(ben_data.ids)
-    assert "S2A_MSIL2A_20171208T093351_82_79" not in ben_data.ids  # the unlabelled one
-    assert ben_data.pixels.shape == (195, 7, 40, 40) and ben_data.pixels.dtype == np.uint16
+    assert c["invalid_excluded"] == 4 and c["samples"] == 195 == len(ben_data.chips.item_id)
+    assert "S2A_MSIL2A_20171208T093351_82_79" not in ben_data.chips.item_id  # the unlabelled one
+    assert ben_data.chips.pixels.shape == (195, 7, 40, 40) and ben_data.chips.pixels.dtype == np.uint16
     assert ben_data.y.shape == (195, 19) and ben_data.y.sum(1).min() >= 1
     assert ben_data.classes == list(BEN19_CLASSES)
     labelled, _ = load_labelled_items()
     by_id = {it.id: lab for it, lab in labelled}
     for i in (0, 77, 194):  # multi-hot rows follow the items' bigearthnet:labels_19
-        assert [BEN19_CLASSES[k] for k in np.flatnonzero(ben_data.y[i])] == by_id[ben_data.ids[i]]
-    assert ben_data.week.shape == (195, 2) and np.isfinite(ben_data.lat).all()
+        assert [BEN19_CLASSES[k] for k in np.flatnonzero(ben_data.y[i])] == by_id[ben_data.chips.item_id[i]]
+    assert ben_data.chips.week.shape == (195, 2) and np.isfinite(ben_data.chips.lat).all()
 
 
 def test_iterative_stratification_spreads_every_label():
@@ -86,8 +87,7 @@ def test_cli_probe_report_json_csv_png(tmp_path, xxs_checkpoint):
 @pytest.mark.parametrize("pooling", ["cls", "patch_mean"])
 def test_poolings_give_different_embeddings(ben_data, pooling):
     model, _ = load_probe_model(None, random_init=True, size="XXS", seed=0)
-    sub = type(ben_data)(**{**ben_data.__dict__, "pixels": ben_data.pixels[:16],
-                            **{k: getattr(ben_data, k)[:16] for k in ("week", "hour", "lat", "lon")}})
+    sub = dataclasses.replace(ben_data, chips=ben_data.chips.take(slice(0, 16)), y=ben_data.y[:16])
     a = embed_data(model, sub, "mean")
     b = embed_data(model, sub, pooling)
     assert a.shape == b.shape == (16, 108) and not np.allclose(a, b)
@@ -99,7 +99,7 @@ def test_folder_dataset_multiclass_accuracy(tmp_path, xxs_checkpoint):
     root = write_folder_dataset(chosen, tmp_path / "eurosat-like")
     assert sorted(p.name for p in root.iterdir()) == ["arable", "conifer", "water"]
     data = load_folder_dataset(root)
-    assert data.pixels.shape == (24, 7, 40, 40) and not data.multilabel and data.week is None
+    assert data.chips.pixels.shape == (24, 7, 40, 40) and not data.multilabel and data.chips.week is None
     report = tmp_path / "folder.json"
     rc = main(["probe", "--checkpoint", str(xxs_checkpoint), "--dataset-dir", str(root),
                "--folds", "4", "--repeats", "2", "--report", str(report)])
@@ -139,3 +139,26 @@ def test_checkpoint_of_another_size_is_refused(xxs_checkpoint, tmp_path, capsys)
 def test_cv_multilabel_rejects_too_few_samples():
     with pytest.raises(LabelsMissingError, match="too few"):
         cv_multilabel(np.zeros((6, 4)), np.ones((6, 3), dtype=int), n_folds=5)
+
+
+def test_probe_embeds_with_the_checkpoint_statistics(ben_data, tmp_path):
+    """The probe z-scores with the statistics the checkpoint carries, not the published ones."""
+    import torch
+
+    from geomoe.bands import PUBLISHED, Normalisation, zscore
+    from geomoe.model import build_model, save_checkpoint
+
+    other = Normalisation(tuple(m * 0.5 + 1000.3 for m in PUBLISHED.mean), tuple(s * 1.7 for s in PUBLISHED.std))
+    torch.manual_seed(0)
+    path = save_checkpoint(build_model("XXS", norm_mean=other.mean, norm_std=other.std), tmp_path / "o.safetensors")
+    model, _ = load_probe_model(path)
+    sub = dataclasses.replace(ben_data, chips=ben_data.chips.take(slice(0, 8)), y=ben_data.y[:8])
+    got = embed_data(model, sub, "mean")
+    c = sub.chips
+    meta = {k: torch.from_numpy(getattr(c, k)) for k in ("week", "hour", "lat", "lon")}
+    with torch.no_grad():
+        want = model.embed(torch.from_numpy(zscore(c.pixels, np.float32(other.mean), np.float32(other.std))),
+                           **meta).numpy()
+        pub = model.embed(torch.from_numpy(PUBLISHED(c.pixels)), **meta).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, pub, rtol=1e-3, atol=1e-4)
