@@ -33,9 +33,9 @@ def _sample_argv(repo_root: Path, ckpt: Path) -> tuple[list[str], dict]:
     aoi = repo_root / "catalogs" / "aois" / "liverpool.geojson"
     catalog = repo_root / "catalogs" / "catalog.json"
     values = {  # field: (argv after the option, expected flow parameter)
-        "aoi": ([os.path.relpath(aoi)], str(aoi)),
+        "aoi": ([os.path.relpath(aoi)], str(aoi.resolve())),
         "out": (["rel/cube.zarr"], str(Path.cwd() / "rel" / "cube.zarr")),
-        "catalog": ([os.path.relpath(catalog)], str(catalog)),
+        "catalog": ([os.path.relpath(catalog)], str(catalog.resolve())),
         "datetime": (["2020-01-01/.."], "2020-01-01/.."),
         "max_cloud": (["50"], 50.0),
         "checkpoint": ([str(ckpt)], str(ckpt.resolve())),
