@@ -25,7 +25,8 @@ from typing import Any
 
 from geomoe.errors import NoScenesError
 from geomoe.train import TrainConfig, train
-from geomoe.train_state import ResumeMismatchError, atomic_write_bytes
+from geomoe.atomic import atomic_write
+from geomoe.train_state import ResumeMismatchError
 
 LEDGER = "latest.json"
 
@@ -36,7 +37,7 @@ def read_ledger(root: str | Path) -> dict[str, Any]:
 
 
 def _write_ledger(root: Path, ledger: dict[str, Any]) -> None:
-    atomic_write_bytes(root / LEDGER, (json.dumps(ledger, indent=2) + "\n").encode())
+    atomic_write(root / LEDGER, json.dumps(ledger, indent=2) + "\n")
 
 
 def _after(iso: str) -> str:

@@ -125,11 +125,9 @@ def run(args: argparse.Namespace) -> int:
           f"{res.mean_chips_per_s:.0f} chips/s, {res.elapsed_s:.0f} s; model -> {res.model_path}; "
           f"preview -> {res.preview_path}")
     if args.export:
-        dst = Path(args.export)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(res.model_path, tmp)
-        tmp.replace(dst)
+        from geomoe.atomic import atomic_write
+
+        dst = atomic_write(args.export, lambda tmp: shutil.copyfile(res.model_path, tmp))
         print(f"exported {dst}")
     return 0
 

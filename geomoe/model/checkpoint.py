@@ -1,7 +1,7 @@
 """Safe checkpoint I/O: geomoe's safetensors format and the published ``.pth`` format.
 
 * geomoe format: a safetensors file of the fused state dict, with the ModelConfig (JSON) and
-  caller-supplied ``extra`` (JSON) in its metadata; written atomically (tmp file + os.replace).
+  caller-supplied ``extra`` (JSON) in its metadata; written atomically (geomoe.atomic).
 * published format: ``torch.save({"model_state": ..., "epoch": ..., ...})`` of the reference
   code (or a bare state dict); read with ``torch.load(weights_only=True)`` so pickled code is
   refused, never executed; keys/shapes are checked and mapped onto the fused layout.
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from geomoe.atomic import atomic_write
 from geomoe.errors import CheckpointError
 from geomoe.model.config import SIZES, ModelConfig, config_for
 from geomoe.model.layout import internal_to_published, published_to_internal
@@ -225,20 +226,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return model.to(map_location).eval()
 
 
-def umask_file_mode() -> int:
-    """0o666 minus the process umask: the mode `open()` gives a new file (read without a race
-    from /proc where possible, since `os.umask` can only be read by setting it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def save_checkpoint(model: MoEMAE, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
     """Write ``model`` as a geomoe safetensors checkpoint (config + weights), atomically.
 
@@ -259,32 +246,15 @@ def save_checkpoint(model: MoEMAE, path: str | os.PathLike, *, extra: dict | Non
         "config": json.dumps(model.config.to_dict(), sort_keys=True),
         "extra": extra_json,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, umask_file_mode())  # safetensors creates 0600; honour the umask like open()
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    # safetensors creates 0600; atomic_write gives the file the umask's mode, like open()
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def save_published(model: MoEMAE, path: str | os.PathLike, **fields: Any) -> Path:
     """Write ``model`` in the published ``.pth`` layout ({"model_state": ..., **fields}), atomically."""
     path = Path(path)
     sd = internal_to_published({k: v.detach().cpu() for k, v in model.state_dict().items()}, model.config)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"model_state": sd, **fields}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: torch.save({"model_state": sd, **fields}, tmp))
 
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:
