@@ -30,34 +30,13 @@ import torch
 import geomoe
 from geomoe.cube import Cube, CubeDiskFullError, check_writable, ensure_writable, tile_bytes
 from geomoe.device import autocast, check_precision, infer_bf16, resolve_device
-from geomoe.errors import CheckpointError, GeomoeError
+from geomoe.errors import GeomoeError
 from geomoe.faults import fault
 from geomoe.lock import store_lock
+from geomoe.model.checkpoint import resolve_checkpoint
 from geomoe.tiles import GridSpec, Spec, Tile, specs_from_plan
 
-DEFAULT_CHECKPOINT = Path("checkpoints") / "geomoe-demo-S.safetensors"
-_REPO = Path(__file__).resolve().parents[1]
 POOLINGS = ("mean", "cls", "patch_mean")
-
-
-# ---------------------------------------------------------------- checkpoint
-def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
-    """The checkpoint to embed with; never silently random weights.
-
-    ``None`` -> the demo checkpoint ``checkpoints/geomoe-demo-S.safetensors`` (in the
-    working directory, else in the source checkout)."""
-    if checkpoint is not None:
-        p = Path(checkpoint).expanduser()
-        if not p.is_file():
-            raise CheckpointError(f"checkpoint {p} not found; pass an existing file to --checkpoint")
-        return p
-    for base in (Path.cwd(), _REPO):
-        if (base / DEFAULT_CHECKPOINT).is_file():
-            return base / DEFAULT_CHECKPOINT
-    raise CheckpointError(
-        f"no checkpoint given and the demo checkpoint {DEFAULT_CHECKPOINT} does not exist; "
-        "create it with `geomoe pretrain` (see README, 'demo checkpoint') or pass "
-        "--checkpoint PATH (e.g. the published pretrained_S_best.pth)")
 
 
 _CKPT_INFO: dict[tuple[str, int, int], dict[str, Any]] = {}

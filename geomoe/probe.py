@@ -38,8 +38,6 @@ import torch
 from geomoe.errors import CheckpointError, GeomoeError
 
 REPO = Path(__file__).resolve().parents[1]
-#: The demo checkpoint geomoe ships (made by `geomoe pretrain`, see checkpoints/README.md).
-DEFAULT_CHECKPOINT = REPO / "checkpoints" / "geomoe-demo-S.safetensors"
 #: The bundled labelled sample.
 DEFAULT_LABELLED_CATALOG = REPO / "catalogs" / "bigearthnet-landsat-sample" / "collection.json"
 LABELS19_KEY = "bigearthnet:labels_19"
@@ -249,18 +247,14 @@ def load_probe_model(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The frozen encoder to probe and a description of it (checkpoint path, sha256, size)."""
     from geomoe.model import build_model, checkpoint_sha256, load_checkpoint
+    from geomoe.model.checkpoint import resolve_checkpoint
 
     if random_init:
         torch.manual_seed(seed)
         model = build_model(size or "S").eval()
         return model, {"checkpoint": f"random-init (size {model.config.size}, seed {seed})",
                        "checkpoint_sha256": None, "size": model.config.size, "random_init": True}
-    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} not found: pass --checkpoint PATH, or --random-init for the "
-            "random-weights baseline"
-        )
+    path = resolve_checkpoint(checkpoint, alternative=", or --random-init for the random-weights baseline")
     model = load_checkpoint(path, map_location="cpu")
     if size is not None and model.config.size != size.upper():
         raise CheckpointSizeError(

@@ -64,7 +64,7 @@ def scheduled_retrain(
     from geomoe.aoi import load_aoi
     from geomoe.catalog import search
     from geomoe.model import load_checkpoint
-    from geomoe.probe import DEFAULT_CHECKPOINT
+    from geomoe.model.checkpoint import default_checkpoint
 
     say = log or (lambda _m: None)
     root = Path(root)
@@ -78,7 +78,8 @@ def scheduled_retrain(
     elif base_checkpoint == "scratch":
         init_from = None
     else:
-        init_from = base_checkpoint or (str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else None)
+        demo = default_checkpoint()
+        init_from = base_checkpoint or (str(demo) if demo is not None else None)
     if init_from is not None:  # the run's size follows the model it fine-tunes
         size = load_checkpoint(init_from).config.size
         config = dataclasses.replace(config, size=size)

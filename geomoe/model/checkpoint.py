@@ -264,3 +264,38 @@ def checkpoint_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------ the default checkpoint
+#: The demo checkpoint geomoe ships (made by `geomoe pretrain`, see checkpoints/README.md),
+#: relative to the working directory or to the source checkout.
+DEMO_CHECKPOINT = Path("checkpoints") / "geomoe-demo-S.safetensors"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def default_checkpoint() -> Path | None:
+    """The demo checkpoint: ``./checkpoints/...`` first, then the source checkout's; None if
+    neither exists. The one rule embed-region, probe and retraining use when given none."""
+    for base in (Path.cwd(), _REPO):
+        if (base / DEMO_CHECKPOINT).is_file():
+            return base / DEMO_CHECKPOINT
+    return None
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike | None, *, alternative: str = "") -> Path:
+    """The checkpoint to use, never silently random weights: `checkpoint` if it is a file,
+    :func:`default_checkpoint` when None; else a CheckpointError that names the file and the fix
+    (`alternative`, e.g. "or --random-init ...", is appended to the fix)."""
+    if checkpoint is not None and str(checkpoint) != "":
+        p = Path(checkpoint).expanduser()
+        if not p.is_file():
+            raise CheckpointError(
+                f"checkpoint {p} not found: pass an existing file to --checkpoint{alternative}")
+        return p
+    p = default_checkpoint()
+    if p is None:
+        raise CheckpointError(
+            f"no checkpoint given and the demo checkpoint {DEMO_CHECKPOINT} does not exist; "
+            "create it with `geomoe pretrain` (see README, 'demo checkpoint') or pass "
+            f"--checkpoint PATH (e.g. the published pretrained_S_best.pth){alternative}")
+    return p

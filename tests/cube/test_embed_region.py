@@ -129,10 +129,10 @@ def test_other_model_or_locked_store_refused_data_intact(liverpool_reference, li
 def test_checkpoint_errors_name_the_file(tmp_path, monkeypatch, liverpool_aoi):
     with pytest.raises(CheckpointError, match="nope.safetensors"):
         embed_region(str(liverpool_aoi), checkpoint=tmp_path / "nope.safetensors", out=tmp_path / "c.zarr")
-    import geomoe.embed as emb
+    import geomoe.model.checkpoint as ckpt_mod
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(emb, "_REPO", tmp_path)
+    monkeypatch.setattr(ckpt_mod, "_REPO", tmp_path)
     with pytest.raises(CheckpointError, match=r"geomoe-demo-S\.safetensors.*--checkpoint"):
         resolve_checkpoint(None)
     assert not (tmp_path / "c.zarr").exists()
