@@ -20,7 +20,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geomoe.grid import CHIP_METERS, CHIP_PIXELS, PIXEL_METERS, GridError, item_bounds
-from geomoe.reader import GDAL_ENV, RasterPool, _read, read_onto_grid
+from geomoe.reader import GDAL_ENV, PatchUrl, RasterPool, _read, read_onto_grid
 
 #: Chips per tile side: a tile (16x16 chips = 640x640 px x 7 bands, 5.7 MB) is the read unit.
 TILE_CHIPS = 16
@@ -97,10 +97,10 @@ def _read_window_task(pool: RasterPool, href: str, epsg: int, win: Window, shape
 class TileReader:
     """Reads tiles on ``threads`` reader threads with file affinity; see the module docstring."""
 
-    def __init__(self, threads: int, mask: np.uint16) -> None:
+    def __init__(self, threads: int, mask: np.uint16, patch_url: PatchUrl | None = None) -> None:
         self.threads = max(1, int(threads))
         self.mask = mask
-        self.pool = RasterPool()
+        self.pool = RasterPool(patch_url=patch_url)
         self._ex = [ThreadPoolExecutor(1, thread_name_prefix=f"geomoe-read{i}") for i in range(self.threads)]
 
     def _submit(self, band: int, fn, *args) -> Future:
@@ -209,12 +209,13 @@ class TileReader:
         return TileResult(tile.group, chips, pix, vfrac.astype(np.float32), np.asarray(x, float), np.asarray(y, float))
 
 
-def read_tiles(tiles: Iterator[Tile], threads: int, prefetch: int, mask: np.uint16) -> Iterator[TileResult]:
+def read_tiles(tiles: Iterator[Tile], threads: int, prefetch: int, mask: np.uint16,
+               patch_url: PatchUrl | None = None) -> Iterator[TileResult]:
     """TileResults in tile order, with at most ``threads + prefetch`` tiles queued ahead.
 
     Memory stays bounded by those tiles (each <= 640x640 px x 8 files) whatever the AOI.
     """
-    reader = TileReader(threads, mask)
+    reader = TileReader(threads, mask, patch_url)
     pending: collections.deque = collections.deque()
     try:
         for t in tiles:

@@ -50,7 +50,7 @@ from geomoe.grid import (
 from geomoe.meta import encode_datetime64, encode_latlon
 from geomoe.qa import DEFAULT_MASK_BITS, bitmask
 from geomoe.chipread import TILE_CHIPS, iter_tiles, read_tiles
-from geomoe.reader import ItemAssets, RasterPool, resolve_assets
+from geomoe.reader import ItemAssets, PatchUrl, RasterPool, resolve_assets
 
 __all__ = [
     "CHIP_METERS",
@@ -217,13 +217,15 @@ def _sort_chips(chips: np.ndarray, by_item: bool) -> np.ndarray:
     return chips[np.lexsort(keys)]
 
 
-def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: RasterPool | None = None) -> ChipPlan:
+def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: RasterPool | None = None,
+               patch_url: PatchUrl | None = None) -> ChipPlan:
     """Decide every chip (no pixel reads): group items by CRS (+ solar day) and enumerate chips.
 
     items: pystac Items (Landsat 8/9, 7 SR bands). aoi: shapely geometry in EPSG:4326 (or anything
     ``geomoe.aoi.load_aoi`` reads), None = whole items. grid: "fixed" | "item" | None (item
-    property ``geomoe:chip_grid``, else "fixed"). Raises MissingBandError / UnknownCRSError
-    before anything is read, and NoScenesError for no items.
+    property ``geomoe:chip_grid``, else "fixed"). patch_url: rewrites hrefs when a header must be
+    read (see geomoe.reader.PatchUrl; default signs Planetary Computer hrefs). Raises
+    MissingBandError / UnknownCRSError before anything is read, and NoScenesError for no items.
     """
     t0 = _time.perf_counter()
     items = _as_items(items)
@@ -233,7 +235,7 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
         raise GridError(f"unknown chip grid {grid!r}: use one of {GRID_MODES}")
     aoi = _as_aoi(aoi)
     own_pool = pool is None
-    pool = pool or RasterPool()
+    pool = pool or RasterPool(patch_url=patch_url)
     try:
         buckets: dict[tuple, list[pystac.Item]] = collections.defaultdict(list)
         assets: dict[str, ItemAssets] = {}
@@ -321,12 +323,13 @@ class ChipStream:
     """
 
     def __init__(self, plan: ChipPlan, batch_size: int, min_valid: float, epsg, window, mask_bits,
-                 workers: int, prefetch: int) -> None:
+                 workers: int, prefetch: int, patch_url: PatchUrl | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not 0.0 <= min_valid <= 1.0:
             raise ValueError(f"min_valid must be in [0, 1], got {min_valid}")
         self.plan = plan
+        self.patch_url = patch_url
         self.stats = {"planned": len(plan), "kept": 0, "skipped": 0, "zero_chip_items": []}
         self._gen = self._run(batch_size, min_valid, epsg, window, bitmask(mask_bits), max(1, workers), max(0, prefetch))
 
@@ -345,7 +348,7 @@ class ChipStream:
         skipped: list[tuple] = []
         per_item_kept: collections.Counter = collections.Counter()
         per_item_planned: collections.Counter = collections.Counter()
-        results = read_tiles(iter_tiles(self.plan, epsg, window), workers, prefetch, mask)
+        results = read_tiles(iter_tiles(self.plan, epsg, window), workers, prefetch, mask, self.patch_url)
         try:
             for res in results:
                 ok = res.valid >= min_valid
@@ -449,7 +452,8 @@ class ChipStream:
         return batch, rest, n_rest
 
 
-def load_group(group: ChipGroup, window: tuple[int, int, int, int] | None = None):
+def load_group(group: ChipGroup, window: tuple[int, int, int, int] | None = None, *,
+               patch_url: PatchUrl | None = None):
     """Lazy dask-backed xarray (time, band, y, x) uint16 DN of a fixed-grid group, for analysts.
 
     Covers the group's chips (or ``window`` = (row0, row1, col0, col1), half-open) on exactly
@@ -464,7 +468,7 @@ def load_group(group: ChipGroup, window: tuple[int, int, int, int] | None = None
         window = (int(c["row"].min()), int(c["row"].max()) + 1, int(c["col"].min()), int(c["col"].max()) + 1)
     r0, r1, c0, c1 = window
     bbox = (c0 * CHIP_METERS, r0 * CHIP_METERS, c1 * CHIP_METERS, r1 * CHIP_METERS)
-    return load_xarray(group.items, bbox=bbox, epsg=group.epsg)
+    return load_xarray(group.items, bbox=bbox, epsg=group.epsg, patch_url=patch_url)
 
 
 def iter_chips(
@@ -480,13 +484,16 @@ def iter_chips(
     plan: ChipPlan | None = None,
     workers: int = 2,
     prefetch: int = 1,
+    patch_url: PatchUrl | None = None,
 ) -> ChipStream:
     """Batches of chips (see ChipBatch) for ``items`` inside ``aoi``, read lazily tile by tile.
 
     epsg / window=(row0, row1, col0, col1) (half-open, chip indices) restrict to one tile of one
     CRS group. ``plan`` reuses a plan from :func:`plan_chips` (same items/aoi/grid).
+    ``patch_url`` rewrites each asset href when its file is opened, as odc-stac's (e.g. a signer;
+    default :func:`geomoe.reader.default_patch_url` signs Planetary Computer hrefs).
     Errors (MissingBandError, UnknownCRSError, NoScenesError) are raised here, before any read.
     """
     if plan is None:
-        plan = plan_chips(items, aoi=aoi, grid=grid)
-    return ChipStream(plan, batch_size, min_valid, epsg, window, mask_bits, workers, prefetch)
+        plan = plan_chips(items, aoi=aoi, grid=grid, patch_url=patch_url)
+    return ChipStream(plan, batch_size, min_valid, epsg, window, mask_bits, workers, prefetch, patch_url)

@@ -185,9 +185,10 @@ def identity(req: EmbedRequest, info: dict[str, Any], specs: list[Spec]) -> dict
 
 def check_assets(items: list, specs: list[Spec]) -> None:
     """Open the header of every band and QA file the plan will read, where it is a local file
-    (cheap); remote assets are left to the reader. RasterReadError names a missing file."""
+    (cheap); remote assets are left to the reader, except that Planetary Computer's need the
+    signer installed. RasterReadError names a missing file, SignerMissingError the extra."""
     from geomoe.errors import RasterReadError
-    from geomoe.reader import RasterPool, resolve_assets
+    from geomoe.reader import RasterPool, is_planetary_computer, planetary_computer_patch_url, resolve_assets
 
     needed = {str(i) for s in specs for i in s.chips["item_id"]}
     pool = RasterPool(epsg_check=False)
@@ -197,6 +198,8 @@ def check_assets(items: list, specs: list[Spec]) -> None:
                 continue
             a = resolve_assets(it)
             for href in (*a.hrefs, *([a.qa_href] if a.qa_href else [])):
+                if is_planetary_computer(href):
+                    planetary_computer_patch_url()  # the signer the reader will need is installed
                 local = href[len("file://"):] if href.startswith("file://") else href
                 if not local.startswith("/") or local.startswith("/vsi"):
                     continue
