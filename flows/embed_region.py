@@ -48,7 +48,7 @@ from geomoe.embed import (EmbedRequest, EmbedSummary, Progress, embed_tile, prep
 from geomoe.errors import GeomoeError
 from geomoe.lock import store_lock
 from geomoe.stac_output import write_cube_item
-from geomoe.tiles import Tile
+from geomoe.tiles import CubeTile
 
 # Dask workers may not have this file on their path: ship the flow module by value
 # (geomoe itself is installed on every worker and pickled by reference).
@@ -96,7 +96,7 @@ def embed_tile_task(tile: str, req: dict, run: int) -> dict:
                 "torch_threads": torch.get_num_threads(),
                 "precision": "bf16" if infer_bf16(dev, req["precision"]) else "fp32"}
         prep = prepared_for(req, run)
-        t = Tile.parse(tile)
+        t = CubeTile.parse(tile)
         if prep.cube.is_done(t):  # a retried task whose first attempt already committed
             return {"tile": tile, "embedded": 0, "skipped": 0, "already_done": True, **info}
         return {**embed_tile(prep, t, run, device=dev), **info}

@@ -27,7 +27,7 @@ TILE_CHIPS = 16
 
 
 @dataclass
-class Tile:
+class ReadTile:
     """Up to TILE_CHIPS x TILE_CHIPS planned chips of one group (and, item grid, one item)."""
 
     group: object  # geomoe.chips.ChipGroup
@@ -46,7 +46,7 @@ class TileResult:
     y: np.ndarray
 
 
-def iter_tiles(plan, epsg: int | None, window: tuple[int, int, int, int] | None) -> Iterator[Tile]:
+def iter_tiles(plan, epsg: int | None, window: tuple[int, int, int, int] | None) -> Iterator[ReadTile]:
     """Tiles in plan order; chips are already sorted by (tile row, tile col, row, col)."""
     for g in plan.groups:
         if epsg is not None and g.epsg != epsg:
@@ -66,7 +66,7 @@ def iter_tiles(plan, epsg: int | None, window: tuple[int, int, int, int] | None)
             change[1:] |= ids[1:] != ids[:-1]
         starts = np.nonzero(change)[0].tolist() + [len(chips)]
         for a, b in zip(starts[:-1], starts[1:]):
-            yield Tile(g, chips[a:b])
+            yield ReadTile(g, chips[a:b])
 
 
 def _blocks(arr: np.ndarray, nr: int, nc: int) -> np.ndarray:
@@ -106,7 +106,7 @@ class TileReader:
     def _submit(self, band: int, fn, *args) -> Future:
         return self._ex[band % self.threads].submit(fn, self.pool, *args)
 
-    def submit(self, tile: Tile) -> tuple:
+    def submit(self, tile: ReadTile) -> tuple:
         """Queue a tile's band reads; returns a pending handle for :meth:`finish`."""
         return self._submit_item(tile) if tile.group.grid == "item" else self._submit_fixed(tile)
 
@@ -121,7 +121,7 @@ class TileReader:
 
     # -- fixed grid ---------------------------------------------------------------------------
 
-    def _submit_fixed(self, tile: Tile) -> tuple:
+    def _submit_fixed(self, tile: ReadTile) -> tuple:
         g, chips = tile.group, tile.chips
         rmin, rmax = int(chips["row"].min()), int(chips["row"].max())
         cmin, cmax = int(chips["col"].min()), int(chips["col"].max())
@@ -176,7 +176,7 @@ class TileReader:
 
     # -- item grid ----------------------------------------------------------------------------
 
-    def _submit_item(self, tile: Tile) -> tuple:
+    def _submit_item(self, tile: ReadTile) -> tuple:
         g, chips = tile.group, tile.chips
         item_id = str(chips["item_id"][0])
         ig, a = g.item_grids[item_id], g.assets[item_id]
@@ -209,7 +209,7 @@ class TileReader:
         return TileResult(tile.group, chips, pix, vfrac.astype(np.float32), np.asarray(x, float), np.asarray(y, float))
 
 
-def read_tiles(tiles: Iterator[Tile], threads: int, prefetch: int, mask: np.uint16,
+def read_tiles(tiles: Iterator[ReadTile], threads: int, prefetch: int, mask: np.uint16,
                patch_url: PatchUrl | None = None) -> Iterator[TileResult]:
     """TileResults in tile order, with at most ``threads + prefetch`` tiles queued ahead.
 

@@ -315,7 +315,7 @@ def _index(epsg: np.ndarray, chips: np.ndarray) -> np.ndarray:
     return idx
 
 
-class ChipStream:
+class ChipIterator:
     """Iterator of ChipBatch returned by :func:`iter_chips`; ``stats`` counts kept/skipped chips.
 
     Reads bands on ``workers`` reader threads with at most ``workers + prefetch`` tiles queued
@@ -333,7 +333,7 @@ class ChipStream:
         self.stats = {"planned": len(plan), "kept": 0, "skipped": 0, "zero_chip_items": []}
         self._gen = self._run(batch_size, min_valid, epsg, window, bitmask(mask_bits), max(1, workers), max(0, prefetch))
 
-    def __iter__(self) -> ChipStream:
+    def __iter__(self) -> ChipIterator:
         return self
 
     def __next__(self) -> ChipBatch:
@@ -485,7 +485,7 @@ def iter_chips(
     workers: int = 2,
     prefetch: int = 1,
     patch_url: PatchUrl | None = None,
-) -> ChipStream:
+) -> ChipIterator:
     """Batches of chips (see ChipBatch) for ``items`` inside ``aoi``, read lazily tile by tile.
 
     epsg / window=(row0, row1, col0, col1) (half-open, chip indices) restrict to one tile of one
@@ -496,4 +496,4 @@ def iter_chips(
     """
     if plan is None:
         plan = plan_chips(items, aoi=aoi, grid=grid, patch_url=patch_url)
-    return ChipStream(plan, batch_size, min_valid, epsg, window, mask_bits, workers, prefetch, patch_url)
+    return ChipIterator(plan, batch_size, min_valid, epsg, window, mask_bits, workers, prefetch, patch_url)

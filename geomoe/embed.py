@@ -32,12 +32,11 @@ from geomoe.cube import Cube, CubeDiskFullError, check_writable, ensure_writable
 from geomoe.device import autocast, check_precision, infer_bf16, resolve_device
 from geomoe.errors import GeomoeError
 from geomoe.faults import fault
+from geomoe.grid import CHIP_METERS, CHIP_PIXELS
 from geomoe.lock import store_lock
 from geomoe.model.checkpoint import resolve_checkpoint
-from geomoe.tiles import GridSpec, Spec, Tile, specs_from_plan
-
-POOLINGS = ("mean", "cls", "patch_mean")
-
+from geomoe.model.config import POOLINGS
+from geomoe.tiles import GridSpec, Spec, CubeTile, specs_from_plan
 
 _CKPT_INFO: dict[tuple[str, int, int], dict[str, Any]] = {}
 
@@ -247,7 +246,7 @@ def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
         "geomoe:query": {"aoi": _aoi_json(req.aoi, geom), "datetime": req.datetime,
                          "catalog": req.catalog or "bundled", "max_cloud": req.max_cloud,
                          "min_valid": req.min_valid, "grid": req.grid},
-        "geomoe:chips": {"pixels": 40, "meters": 1200.0, "bands": ["SR_B1", "SR_B2", "SR_B3", "SR_B4",
+        "geomoe:chips": {"pixels": CHIP_PIXELS, "meters": CHIP_METERS, "bands": ["SR_B1", "SR_B2", "SR_B3", "SR_B4",
                                                                     "SR_B5", "SR_B6", "SR_B7"]},
         "geomoe:created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -305,7 +304,7 @@ def prepared_for(req: dict, run: int) -> Prepared:
 class TileBuffer:
     """In-memory values of one tile until its single region write."""
 
-    tile: Tile
+    tile: CubeTile
     spec: Spec
     embedding: np.ndarray
     valid: np.ndarray
@@ -316,7 +315,7 @@ class TileBuffer:
     skipped: int = 0
 
     @classmethod
-    def new(cls, cube: Cube, tile: Tile, dim: int) -> "TileBuffer":
+    def new(cls, cube: Cube, tile: CubeTile, dim: int) -> "TileBuffer":
         spec = cube.specs[tile.group]
         if isinstance(spec, GridSpec):
             ys, xs = spec.region(tile)
@@ -380,7 +379,7 @@ class TileBuffer:
             cube.write_table_tile(self.tile, self.embedding, self.valid, self.x, self.y, run)
 
 
-def iter_tile_batches(prep: Prepared, tile: Tile, batch_size: int) -> Iterator[Any]:
+def iter_tile_batches(prep: Prepared, tile: CubeTile, batch_size: int) -> Iterator[Any]:
     """Chip batches of one tile, read only from the items that touch it."""
     from geomoe.chips import iter_chips
 
@@ -413,7 +412,7 @@ def run_model(model: torch.nn.Module, batch: Any, zscored: np.ndarray, device: t
     return emb.float().cpu().numpy()
 
 
-def embed_tile(prep: Prepared, tile: Tile, run: int, device: str | torch.device = "auto") -> dict:
+def embed_tile(prep: Prepared, tile: CubeTile, run: int, device: str | torch.device = "auto") -> dict:
     """Read, embed and write ONE tile (synchronously). Returns counts for the summary."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     req = prep.request
@@ -643,7 +642,7 @@ def _size(n: float) -> str:
     return f"{n:,.1f} TiB"
 
 
-def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: int, progress,
+def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim: int, progress,
               total: int, already: int, prefetch: int, t0: float) -> dict:
     batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     writes: queue.Queue = queue.Queue(maxsize=2)
@@ -701,7 +700,7 @@ def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: in
     wt.start()
     embedded = skipped = 0
     t_run = time.perf_counter()
-    bufs: dict[Tile, TileBuffer] = {}
+    bufs: dict[CubeTile, TileBuffer] = {}
     try:
         while True:
             if errors:

@@ -453,7 +453,7 @@ def run_probe(
 
     An existing report set is replaced only with `overwrite` and only if geomoe wrote it.
     """
-    from geomoe.model.mae import POOLINGS
+    from geomoe.model.config import POOLINGS
 
     if pooling not in POOLINGS:
         raise GeomoeError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")

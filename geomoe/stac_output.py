@@ -21,6 +21,7 @@ from shapely.ops import unary_union
 
 from geomoe.atomic import atomic_write
 from geomoe.cube import Cube, CubeWriteError
+from geomoe.grid import CHIP_METERS
 
 EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.1.0/schema.json"
 
@@ -84,7 +85,7 @@ def cube_item(cube: Cube) -> dict:
         "emb:type": "chip",
         "emb:dimensions": int(ident["embed_dim"]),
         "data_type": ident["dtype"],
-        "gsd": 1200.0,
+        "gsd": CHIP_METERS,
         "emb:chip_layout": chip_layout,
         "emb:temporal_resolution": "single_acquisition",
         "emb:runtime_parameters": {

@@ -72,7 +72,7 @@ def _from_chip_batch(batch: Any) -> TrainChips:
     )
 
 
-class ChipStream:
+class ShuffledChipStream:
     """Endless shuffled chips over `items`; `next_batch(n)` crosses epoch boundaries seamlessly.
 
     `position` -> {"epoch", "offset"} is all the data state a checkpoint needs; `seek` restores it.

@@ -41,7 +41,7 @@ import torch
 from geomoe.atomic import atomic_write, remove_stale_tmp
 from geomoe.device import resolve_device, train_bf16
 from geomoe.errors import GeomoeError
-from geomoe.stream import ChipStream, TrainChips
+from geomoe.stream import ShuffledChipStream, TrainChips
 from geomoe.train_state import (
     ResumeMismatchError,
     capture_rng,
@@ -356,7 +356,7 @@ def train(
         opt, WarmupCosine(config.resolved_warmup(), config.steps, config.min_lr_ratio)
     )
     mask_gen = torch.Generator().manual_seed(config.seed + 1)
-    stream = ChipStream(
+    stream = ShuffledChipStream(
         items, aoi, seed=config.seed, min_valid=config.min_valid,
         shuffle_buffer=config.shuffle_buffer, max_cache_chips=config.max_cache_chips,
     )
@@ -388,7 +388,7 @@ def train(
             f"chip {stream.offset})")
     else:
         # preview chips: the first chips of a separate stream pass, fixed for the whole run
-        peek = ChipStream(items, aoi, seed=config.seed + 7, min_valid=config.min_valid,
+        peek = ShuffledChipStream(items, aoi, seed=config.seed + 7, min_valid=config.min_valid,
                           shuffle_buffer=config.shuffle_buffer,
                           max_cache_chips=config.max_cache_chips)
         if stream.mode == "cache":

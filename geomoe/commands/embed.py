@@ -18,6 +18,7 @@ from pathlib import Path
 
 from geomoe.commands import add_search_arguments, fraction, positive_int
 from geomoe.errors import GeomoeError
+from geomoe.model.config import POOLINGS
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="chips per model call (default 256)")
     p.add_argument("--min-valid", type=fraction, default=0.9,
                    help="skip chips with a smaller valid-pixel fraction (recorded in valid_fraction)")
-    p.add_argument("--pooling", default="mean", choices=["mean", "cls", "patch_mean"])
+    p.add_argument("--pooling", default="mean", choices=POOLINGS)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--tile-size", type=positive_int, default=32, help="tile = Zarr chunk of N x N chips (default 32)")
     p.add_argument("--read-workers", type=positive_int, default=2,
