@@ -49,11 +49,3 @@ def zscore(
     mean = np.asarray(mean, dtype=np.float32)[:, None, None]
     std = np.asarray(std, dtype=np.float32)[:, None, None]
     return (pixels.astype(np.float32) - mean) / std
-
-
-def to_reflectance(pixels: np.ndarray) -> np.ndarray:
-    """DN to surface reflectance (float32), fill (0) to NaN; for plots and analysts, not the model."""
-    pixels = np.asarray(pixels)
-    out = pixels.astype(np.float32) * SR_SCALE + SR_OFFSET
-    out[pixels == NODATA] = np.nan
-    return out

@@ -101,19 +101,10 @@ class ChipPlan:
     """Every chip the items give inside the AOI, grouped; built without reading pixels."""
 
     groups: list[ChipGroup]
-    items_without_chips: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def __len__(self) -> int:
         return sum(len(g) for g in self.groups)
-
-    def summary(self) -> str:
-        parts = [
-            f"EPSG:{g.epsg} {g.grid}{' ' + str(g.day) if g.day is not None else ''}: "
-            f"{len(g.items)} items, {len(g)} chips"
-            for g in self.groups
-        ]
-        return f"{len(self)} chips in {len(self.groups)} groups ({'; '.join(parts) or 'none'})"
 
 
 @dataclass
@@ -169,13 +160,9 @@ def _as_items(items: Iterable) -> list[pystac.Item]:
 def _as_aoi(aoi) -> sg.base.BaseGeometry | None:
     if aoi is None or isinstance(aoi, sg.base.BaseGeometry):
         return aoi
-    try:
-        from geomoe.aoi import load_aoi
-    except ImportError:  # pragma: no cover - aoi module is part of the package
-        load_aoi = None
-    if load_aoi is not None:
-        return load_aoi(aoi)
-    return sg.shape(aoi.get("geometry", aoi) if isinstance(aoi, dict) else aoi)
+    from geomoe.aoi import load_aoi
+
+    return load_aoi(aoi)
 
 
 def _local_collection(item: pystac.Item) -> pystac.Collection | None:
@@ -247,7 +234,6 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
             key = (mode, epsg, solar_day(it) if mode == "fixed" else None)
             buckets[key].append(it)
         groups: list[ChipGroup] = []
-        empty: list[str] = []
         id_len = max(len(it.id) for it in items)
         for key in sorted(buckets, key=lambda k: (k[0], k[1], str(k[2]))):
             mode, epsg, day = key
@@ -264,7 +250,6 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
                     geom = footprint_in_crs(it, epsg, aoi) if aoi is not None else None
                     rows, cols = item_chips(ig, geom)
                 if rows.size == 0:
-                    empty.append(it.id)
                     continue
                 c = np.empty(rows.size, _chip_dtype(id_len))
                 c["row"], c["col"], c["time"], c["item_id"] = rows, cols, t, it.id
@@ -292,7 +277,7 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
                     item_grids={k: v for k, v in item_grids.items() if k in used},
                 )
             )
-        return ChipPlan(groups=groups, items_without_chips=empty, seconds=_time.perf_counter() - t0)
+        return ChipPlan(groups=groups, seconds=_time.perf_counter() - t0)
     finally:
         if own_pool:
             pool.close()

@@ -293,12 +293,6 @@ def read_onto_grid(
     return out
 
 
-def raster_grid(pool: RasterPool, href: str, epsg: int | None = None):
-    """(transform, (H, W)) of a raster, read from its header."""
-    ds = pool.open(href, epsg)
-    return ds.transform, (ds.height, ds.width)
-
-
 def load_xarray(items, bbox=None, epsg: int | None = None, resolution: float = 30.0, chunk: int = 640,
                 *, patch_url: PatchUrl | None = None):
     """Lazy dask-backed xarray (time, band, y, x) uint16 DN of items of one CRS, via odc-stac.
