@@ -12,6 +12,7 @@ embedding does not depend on how the work was distributed.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as _dt
 import errno
@@ -38,7 +39,37 @@ from geomoe.model.checkpoint import resolve_checkpoint
 from geomoe.model.config import POOLINGS
 from geomoe.tiles import GridSpec, Spec, CubeTile, specs_from_plan
 
-_CKPT_INFO: dict[tuple[str, int, int], dict[str, Any]] = {}
+class LastUsed:
+    """A thread-safe cache of the `size` entries used last (older ones are dropped): per-process
+    caches of a long-lived worker that embeds with many checkpoints or cubes stay bounded."""
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The value for `key`, made by ``make()`` on a miss (under the lock: made once)."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            value = make()
+            self._entries[key] = value
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+            return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: (path, size, mtime) -> sha256 and config: small, a few checkpoints are kept.
+_CKPT_INFO = LastUsed(8)
 
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
@@ -49,20 +80,24 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
 
     st = Path(path).stat()
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _CKPT_INFO:
+
+    def make() -> dict[str, Any]:
         model = load_checkpoint(path, map_location="cpu")
-        _CKPT_INFO[key] = {"sha256": checkpoint_sha256(path), "config": dataclasses.asdict(model.config),
-                           "embed_dim": int(model.embed_dim)}
-    return _CKPT_INFO[key]
+        return {"sha256": checkpoint_sha256(path), "config": dataclasses.asdict(model.config),
+                "embed_dim": int(model.embed_dim)}
+
+    return _CKPT_INFO.get(key, make)
 
 
-_MODELS: dict[tuple[str, str, str, bool], torch.nn.Module] = {}
-_MODELS_LOCK = threading.Lock()
+#: (path, sha256, device, compile) -> the loaded model: the last two (e.g. eager and compiled,
+#: or two checkpoints in turn), so a worker that sees many checkpoints holds at most two.
+_MODELS = LastUsed(2)
 
 
 def get_model(path: Path, sha256: str, device: torch.device, compile: bool = False,
               precision: str = "auto") -> torch.nn.Module:
-    """Load once per process (tasks on one worker share it); eval mode, on ``device``.
+    """Load once per process (tasks on one worker share it; the last two are kept); eval mode,
+    on ``device``.
 
     ``compile``: :func:`geomoe.model.compile_for_inference` where inference runs in bf16
     (:func:`geomoe.device.infer_bf16`: CUDA, or ``precision="bf16"``); the graph serves bf16
@@ -76,11 +111,12 @@ def get_model(path: Path, sha256: str, device: torch.device, compile: bool = Fal
 
     compile = bool(compile) and infer_bf16(device, precision)
     key = (str(path), sha256, str(device), compile)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            model = load_checkpoint(path, map_location="cpu").to(device).eval()
-            _MODELS[key] = compile_for_inference(model) if compile else model
-        return _MODELS[key]
+
+    def make() -> torch.nn.Module:
+        model = load_checkpoint(path, map_location="cpu").to(device).eval()
+        return compile_for_inference(model) if compile else model
+
+    return _MODELS.get(key, make)
 
 
 # ---------------------------------------------------------------- request
@@ -286,17 +322,14 @@ def reopen(req: EmbedRequest) -> Prepared:
     return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt, want)
 
 
-_PREPARED: dict[tuple[str, int], Prepared] = {}
-_PREPARED_LOCK = threading.Lock()
+#: (cube, run) -> its plan and open store: the last two runs a worker served.
+_PREPARED = LastUsed(2)
 
 
 def prepared_for(req: dict, run: int) -> Prepared:
     """Per-process cache for tile tasks: the tasks of one run on one worker plan once."""
     key = (str(Path(req["out"]).resolve()), int(run))
-    with _PREPARED_LOCK:
-        if key not in _PREPARED:
-            _PREPARED[key] = reopen(EmbedRequest(**req))
-        return _PREPARED[key]
+    return _PREPARED.get(key, lambda: reopen(EmbedRequest(**req)))
 
 
 # ---------------------------------------------------------------- tiles
