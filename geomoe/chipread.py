@@ -28,7 +28,8 @@ TILE_CHIPS = 16
 
 @dataclass
 class ReadTile:
-    """Up to TILE_CHIPS x TILE_CHIPS planned chips of one group (and, item grid, one item)."""
+    """The chip reader's read unit: up to TILE_CHIPS x TILE_CHIPS planned chips of one group
+    (and, item grid, one item), read from the rasters together."""
 
     group: object  # geomoe.chips.ChipGroup
     chips: np.ndarray

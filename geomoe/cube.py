@@ -46,7 +46,7 @@ from pyproj import Transformer
 from geomoe.errors import CubeError
 from geomoe.faults import fault
 from geomoe.grid import CHIP_METERS
-from geomoe.tiles import GridSpec, Spec, TableSpec, CubeTile, plan_fingerprint
+from geomoe.tiles import CubeTile, GridSpec, Spec, TableSpec, plan_fingerprint
 
 # 2: every setting that changes which chips are embedded or their vectors in the identity;
 #    tile_done in _geomoe/, provenance on every group, consolidated metadata

@@ -37,8 +37,10 @@ from geomoe.grid import CHIP_METERS, CHIP_PIXELS
 from geomoe.lock import store_lock
 from geomoe.model.checkpoint import resolve_checkpoint
 from geomoe.model.config import POOLINGS
-from geomoe.tiles import GridSpec, Spec, CubeTile, specs_from_plan
+from geomoe.tiles import CubeTile, GridSpec, Spec, specs_from_plan
 
+
+# ---------------------------------------------------------------- per-process caches
 class LastUsed:
     """A thread-safe cache of the `size` entries used last (older ones are dropped): per-process
     caches of a long-lived worker that embeds with many checkpoints or cubes stay bounded."""

@@ -38,7 +38,8 @@ def group_name(epsg: int) -> str:
 
 @dataclass(frozen=True)
 class CubeTile:
-    """One unit of work: a chunk-aligned region of one group. ``key`` is (ty, tx) or (k,)."""
+    """A tile of the output cube, the unit of embedding work: a chunk-aligned region of one
+    group (one Zarr chunk in y and x, or along ``chip``). ``key`` is (ty, tx) or (k,)."""
 
     group: str
     key: tuple[int, ...]
