@@ -22,7 +22,7 @@ import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
-from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
+from shapely.geometry import MultiPolygon, Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
@@ -79,11 +79,6 @@ def load_aoi(src: AOISource, *, timeout: float = 20.0, area: bool = False) -> Ba
             "zone (EPSG:326NN north, 327NN south) with pyproj, shapely .buffer(2000) for 2 km, "
             "project back to EPSG:4326 and save that polygon as GeoJSON")
     return out
-
-
-def aoi_geojson(geom: BaseGeometry) -> dict:
-    """GeoJSON dict of a loaded AOI (for STAC API `intersects`)."""
-    return mapping(geom)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -94,10 +94,3 @@ class Normalisation:
 #: config carries no statistics gets these.
 PUBLISHED = Normalisation(tuple(DN_MEAN), tuple(DN_STD))
 
-
-def to_reflectance(pixels: np.ndarray) -> np.ndarray:
-    """DN to surface reflectance (float32), fill (0) to NaN; for plots and analysts, not the model."""
-    pixels = np.asarray(pixels)
-    out = pixels.astype(np.float32) * SR_SCALE + SR_OFFSET
-    out[pixels == NODATA] = np.nan
-    return out

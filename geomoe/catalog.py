@@ -512,31 +512,3 @@ def _is_relative(href: str) -> bool:
 def _sort_time(item: pystac.Item) -> dt.datetime:
     a, _ = _item_interval(item.properties)
     return a or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-
-
-# ----------------------------------------------------------------------------- signing
-
-
-def is_planetary_computer(item: pystac.Item) -> bool:
-    """Whether the item's assets live in Planetary Computer blob storage (need a SAS token)."""
-    return any(urlparse(a.href).netloc.endswith(".blob.core.windows.net")
-               for a in item.assets.values())
-
-
-def sign_items(items: Sequence[pystac.Item]) -> list[pystac.Item]:
-    """Sign Planetary Computer hrefs right before reading (tokens expire in about 45 min).
-
-    Items from other catalogs come back unchanged. Call it late (in the reader, per batch of
-    scenes), not at search time. Raises CatalogError when PC items need signing and the
-    `planetary-computer` package is not installed.
-    """
-    if not any(is_planetary_computer(it) for it in items):
-        return list(items)
-    try:
-        import planetary_computer
-    except ImportError:
-        raise CatalogError(
-            "Planetary Computer assets need a SAS token: `pip install planetary-computer` "
-            "(geomoe signs hrefs right before reading), or search another catalog"
-        ) from None
-    return [planetary_computer.sign(it) if is_planetary_computer(it) else it for it in items]

@@ -30,6 +30,7 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from shapely.geometry import box, mapping, shape
 
+from geomoe.atomic import atomic_write
 from geomoe.bands import BANDS, COMMON_NAMES, NODATA, SR_OFFSET, SR_SCALE
 from geomoe.errors import GeomoeError
 from geomoe.labels import to_ben19
@@ -99,14 +100,14 @@ def _iso(t: dt.datetime) -> str:
 
 def _write_cog(path: Path, data: np.ndarray, crs: Any, transform: Any, nodata: int | None) -> None:
     """One band (H, W) uint16 -> a deflate COG (tiles 256 px; tiny rasters become one tile)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.tif")
-    # rasterio writes COG-driver files through an in-memory copy (GDAL COG is CreateCopy-only)
-    with rasterio.open(tmp, "w", driver="COG", width=data.shape[1], height=data.shape[0],
-                       count=1, dtype="uint16", crs=crs, transform=transform, nodata=nodata,
-                       compress="DEFLATE", predictor=2, blocksize=256, overviews="NONE") as cog:
-        cog.write(data.astype(np.uint16, copy=False), 1)
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        # rasterio writes COG-driver files through an in-memory copy (GDAL COG is CreateCopy-only)
+        with rasterio.open(tmp, "w", driver="COG", width=data.shape[1], height=data.shape[0],
+                           count=1, dtype="uint16", crs=crs, transform=transform, nodata=nodata,
+                           compress="DEFLATE", predictor=2, blocksize=256, overviews="NONE") as cog:
+            cog.write(data.astype(np.uint16, copy=False), 1)
+
+    atomic_write(path, write)
 
 
 def _footprint(crs: Any, bounds: tuple[float, float, float, float], densify: int = 1) -> dict:

@@ -20,15 +20,16 @@ import rasterio
 from rasterio.windows import Window
 
 from geomoe.grid import CHIP_METERS, CHIP_PIXELS, PIXEL_METERS, GridError, item_bounds
-from geomoe.reader import GDAL_ENV, RasterPool, _read, read_onto_grid
+from geomoe.reader import GDAL_ENV, PatchUrl, RasterPool, _read, read_onto_grid
 
 #: Chips per tile side: a tile (16x16 chips = 640x640 px x 7 bands, 5.7 MB) is the read unit.
 TILE_CHIPS = 16
 
 
 @dataclass
-class Tile:
-    """Up to TILE_CHIPS x TILE_CHIPS planned chips of one group (and, item grid, one item)."""
+class ReadTile:
+    """The chip reader's read unit: up to TILE_CHIPS x TILE_CHIPS planned chips of one group
+    (and, item grid, one item), read from the rasters together."""
 
     group: object  # geomoe.chips.ChipGroup
     chips: np.ndarray
@@ -46,7 +47,7 @@ class TileResult:
     y: np.ndarray
 
 
-def iter_tiles(plan, epsg: int | None, window: tuple[int, int, int, int] | None) -> Iterator[Tile]:
+def iter_tiles(plan, epsg: int | None, window: tuple[int, int, int, int] | None) -> Iterator[ReadTile]:
     """Tiles in plan order; chips are already sorted by (tile row, tile col, row, col)."""
     for g in plan.groups:
         if epsg is not None and g.epsg != epsg:
@@ -66,7 +67,7 @@ def iter_tiles(plan, epsg: int | None, window: tuple[int, int, int, int] | None)
             change[1:] |= ids[1:] != ids[:-1]
         starts = np.nonzero(change)[0].tolist() + [len(chips)]
         for a, b in zip(starts[:-1], starts[1:]):
-            yield Tile(g, chips[a:b])
+            yield ReadTile(g, chips[a:b])
 
 
 def _blocks(arr: np.ndarray, nr: int, nc: int) -> np.ndarray:
@@ -97,16 +98,16 @@ def _read_window_task(pool: RasterPool, href: str, epsg: int, win: Window, shape
 class TileReader:
     """Reads tiles on ``threads`` reader threads with file affinity; see the module docstring."""
 
-    def __init__(self, threads: int, mask: np.uint16) -> None:
+    def __init__(self, threads: int, mask: np.uint16, patch_url: PatchUrl | None = None) -> None:
         self.threads = max(1, int(threads))
         self.mask = mask
-        self.pool = RasterPool()
+        self.pool = RasterPool(patch_url=patch_url)
         self._ex = [ThreadPoolExecutor(1, thread_name_prefix=f"geomoe-read{i}") for i in range(self.threads)]
 
     def _submit(self, band: int, fn, *args) -> Future:
         return self._ex[band % self.threads].submit(fn, self.pool, *args)
 
-    def submit(self, tile: Tile) -> tuple:
+    def submit(self, tile: ReadTile) -> tuple:
         """Queue a tile's band reads; returns a pending handle for :meth:`finish`."""
         return self._submit_item(tile) if tile.group.grid == "item" else self._submit_fixed(tile)
 
@@ -121,7 +122,7 @@ class TileReader:
 
     # -- fixed grid ---------------------------------------------------------------------------
 
-    def _submit_fixed(self, tile: Tile) -> tuple:
+    def _submit_fixed(self, tile: ReadTile) -> tuple:
         g, chips = tile.group, tile.chips
         rmin, rmax = int(chips["row"].min()), int(chips["row"].max())
         cmin, cmax = int(chips["col"].min()), int(chips["col"].max())
@@ -176,7 +177,7 @@ class TileReader:
 
     # -- item grid ----------------------------------------------------------------------------
 
-    def _submit_item(self, tile: Tile) -> tuple:
+    def _submit_item(self, tile: ReadTile) -> tuple:
         g, chips = tile.group, tile.chips
         item_id = str(chips["item_id"][0])
         ig, a = g.item_grids[item_id], g.assets[item_id]
@@ -209,12 +210,13 @@ class TileReader:
         return TileResult(tile.group, chips, pix, vfrac.astype(np.float32), np.asarray(x, float), np.asarray(y, float))
 
 
-def read_tiles(tiles: Iterator[Tile], threads: int, prefetch: int, mask: np.uint16) -> Iterator[TileResult]:
+def read_tiles(tiles: Iterator[ReadTile], threads: int, prefetch: int, mask: np.uint16,
+               patch_url: PatchUrl | None = None) -> Iterator[TileResult]:
     """TileResults in tile order, with at most ``threads + prefetch`` tiles queued ahead.
 
     Memory stays bounded by those tiles (each <= 640x640 px x 8 files) whatever the AOI.
     """
-    reader = TileReader(threads, mask)
+    reader = TileReader(threads, mask, patch_url)
     pending: collections.deque = collections.deque()
     try:
         for t in tiles:

@@ -49,7 +49,7 @@ from geomoe.grid import (
 from geomoe.meta import encode_datetime64, encode_latlon
 from geomoe.qa import DEFAULT_MASK_BITS, bitmask
 from geomoe.chipread import TILE_CHIPS, iter_tiles, read_tiles
-from geomoe.reader import ItemAssets, RasterPool, resolve_assets
+from geomoe.reader import ItemAssets, PatchUrl, RasterPool, resolve_assets
 
 __all__ = [
     "CHIP_METERS",
@@ -100,19 +100,10 @@ class ChipPlan:
     """Every chip the items give inside the AOI, grouped; built without reading pixels."""
 
     groups: list[ChipGroup]
-    items_without_chips: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def __len__(self) -> int:
         return sum(len(g) for g in self.groups)
-
-    def summary(self) -> str:
-        parts = [
-            f"EPSG:{g.epsg} {g.grid}{' ' + str(g.day) if g.day is not None else ''}: "
-            f"{len(g.items)} items, {len(g)} chips"
-            for g in self.groups
-        ]
-        return f"{len(self)} chips in {len(self.groups)} groups ({'; '.join(parts) or 'none'})"
 
 
 def _no_index() -> np.ndarray:
@@ -214,13 +205,9 @@ def _as_items(items: Iterable) -> list[pystac.Item]:
 def _as_aoi(aoi) -> sg.base.BaseGeometry | None:
     if aoi is None or isinstance(aoi, sg.base.BaseGeometry):
         return aoi
-    try:
-        from geomoe.aoi import load_aoi
-    except ImportError:  # pragma: no cover - aoi module is part of the package
-        load_aoi = None
-    if load_aoi is not None:
-        return load_aoi(aoi)
-    return sg.shape(aoi.get("geometry", aoi) if isinstance(aoi, dict) else aoi)
+    from geomoe.aoi import load_aoi
+
+    return load_aoi(aoi)
 
 
 def _local_collection(item: pystac.Item) -> pystac.Collection | None:
@@ -262,7 +249,8 @@ def _sort_chips(chips: np.ndarray, by_item: bool) -> np.ndarray:
     return chips[np.lexsort(keys)]
 
 
-def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: RasterPool | None = None) -> ChipPlan:
+def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: RasterPool | None = None,
+               patch_url: PatchUrl | None = None) -> ChipPlan:
     """Decide every chip of ``items`` inside ``aoi``, without reading pixels.
 
     Chips are 40 x 40 pixels of 30 m (1200 m). Items are grouped by CRS (and, on the fixed
@@ -280,6 +268,9 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
         None: the item property ``geomoe:chip_grid``, else "fixed".
     pool : RasterPool, optional
         Open raster handles to reuse (item-grid planning reads raster headers).
+    patch_url : callable str -> str, optional
+        Rewrites an asset href when a header must be read (see geomoe.reader.PatchUrl);
+        default: :func:`geomoe.reader.default_patch_url` (signs Planetary Computer hrefs).
 
     Returns
     -------
@@ -300,7 +291,7 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
         raise GridError(f"unknown chip grid {grid!r}: use one of {GRID_MODES}")
     aoi = _as_aoi(aoi)
     own_pool = pool is None
-    pool = pool or RasterPool()
+    pool = pool or RasterPool(patch_url=patch_url)
     try:
         buckets: dict[tuple, list[pystac.Item]] = collections.defaultdict(list)
         assets: dict[str, ItemAssets] = {}
@@ -312,7 +303,6 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
             key = (mode, epsg, solar_day(it) if mode == "fixed" else None)
             buckets[key].append(it)
         groups: list[ChipGroup] = []
-        empty: list[str] = []
         id_len = max(len(it.id) for it in items)
         for key in sorted(buckets, key=lambda k: (k[0], k[1], str(k[2]))):
             mode, epsg, day = key
@@ -329,7 +319,6 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
                     geom = footprint_in_crs(it, epsg, aoi) if aoi is not None else None
                     rows, cols = item_chips(ig, geom)
                 if rows.size == 0:
-                    empty.append(it.id)
                     continue
                 c = np.empty(rows.size, _chip_dtype(id_len))
                 c["row"], c["col"], c["time"], c["item_id"] = rows, cols, t, it.id
@@ -357,7 +346,7 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
                     item_grids={k: v for k, v in item_grids.items() if k in used},
                 )
             )
-        return ChipPlan(groups=groups, items_without_chips=empty, seconds=_time.perf_counter() - t0)
+        return ChipPlan(groups=groups, seconds=_time.perf_counter() - t0)
     finally:
         if own_pool:
             pool.close()
@@ -380,7 +369,7 @@ def _index(epsg: np.ndarray, chips: np.ndarray) -> np.ndarray:
     return idx
 
 
-class ChipStream:
+class ChipIterator:
     """Iterator of ChipBatch returned by :func:`iter_chips`; ``stats`` counts kept/skipped chips.
 
     Reads bands on ``workers`` reader threads with at most ``workers + prefetch`` tiles queued
@@ -388,16 +377,17 @@ class ChipStream:
     """
 
     def __init__(self, plan: ChipPlan, batch_size: int, min_valid: float, epsg, window, mask_bits,
-                 workers: int, prefetch: int) -> None:
+                 workers: int, prefetch: int, patch_url: PatchUrl | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not 0.0 <= min_valid <= 1.0:
             raise ValueError(f"min_valid must be in [0, 1], got {min_valid}")
         self.plan = plan
+        self.patch_url = patch_url
         self.stats = {"planned": len(plan), "kept": 0, "skipped": 0, "zero_chip_items": []}
         self._gen = self._run(batch_size, min_valid, epsg, window, bitmask(mask_bits), max(1, workers), max(0, prefetch))
 
-    def __iter__(self) -> ChipStream:
+    def __iter__(self) -> ChipIterator:
         return self
 
     def __next__(self) -> ChipBatch:
@@ -412,7 +402,7 @@ class ChipStream:
         skipped: list[tuple] = []
         per_item_kept: collections.Counter = collections.Counter()
         per_item_planned: collections.Counter = collections.Counter()
-        results = read_tiles(iter_tiles(self.plan, epsg, window), workers, prefetch, mask)
+        results = read_tiles(iter_tiles(self.plan, epsg, window), workers, prefetch, mask, self.patch_url)
         try:
             for res in results:
                 ok = res.valid >= min_valid
@@ -516,7 +506,8 @@ class ChipStream:
         return batch, rest, n_rest
 
 
-def load_group(group: ChipGroup, window: tuple[int, int, int, int] | None = None):
+def load_group(group: ChipGroup, window: tuple[int, int, int, int] | None = None, *,
+               patch_url: PatchUrl | None = None):
     """Lazy dask-backed xarray (time, band, y, x) uint16 DN of a fixed-grid group, for analysts.
 
     Covers the group's chips (or ``window`` = (row0, row1, col0, col1), half-open) on exactly
@@ -531,7 +522,7 @@ def load_group(group: ChipGroup, window: tuple[int, int, int, int] | None = None
         window = (int(c["row"].min()), int(c["row"].max()) + 1, int(c["col"].min()), int(c["col"].max()) + 1)
     r0, r1, c0, c1 = window
     bbox = (c0 * CHIP_METERS, r0 * CHIP_METERS, c1 * CHIP_METERS, r1 * CHIP_METERS)
-    return load_xarray(group.items, bbox=bbox, epsg=group.epsg)
+    return load_xarray(group.items, bbox=bbox, epsg=group.epsg, patch_url=patch_url)
 
 
 def iter_chips(
@@ -547,7 +538,8 @@ def iter_chips(
     plan: ChipPlan | None = None,
     workers: int = 2,
     prefetch: int = 1,
-) -> ChipStream:
+    patch_url: PatchUrl | None = None,
+) -> ChipIterator:
     """Read the chips of ``items`` inside ``aoi`` in batches, lazily, tile by tile.
 
     Parameters
@@ -577,6 +569,9 @@ def iter_chips(
         Raster-reading threads.
     prefetch : int
         Batches read ahead of the consumer.
+    patch_url : callable str -> str, optional
+        Rewrites each asset href when its file is opened, as odc-stac's ``patch_url`` (e.g. a
+        signer); default :func:`geomoe.reader.default_patch_url` signs Planetary Computer hrefs.
 
     Returns
     -------
@@ -584,8 +579,8 @@ def iter_chips(
         Each batch: ``pixels`` (N, 7, 40, 40) uint16 DN of SR_B1..SR_B7; ``week``, ``hour``,
         ``lat``, ``lon`` (N, 2) float32 (sin, cos) acquisition metadata; ``valid`` (N,) float32
         valid fraction; ``x``, ``y`` (N,) float64 chip centres in metres of the chip's CRS;
-        ``index`` (N,) (epsg, row, col, time); ``item_id`` (N,) str. ``zscored()`` gives the
-        model's input, (N, 7, 40, 40) float32.
+        ``index`` (N,) (epsg, row, col, time); ``item_id`` (N,) str. The model's input is
+        ``model.preprocess(batch.pixels)``, (N, 7, 40, 40) float32.
 
     Raises
     ------
@@ -593,5 +588,5 @@ def iter_chips(
         Here, before any pixel is read.
     """
     if plan is None:
-        plan = plan_chips(items, aoi=aoi, grid=grid)
-    return ChipStream(plan, batch_size, min_valid, epsg, window, mask_bits, workers, prefetch)
+        plan = plan_chips(items, aoi=aoi, grid=grid, patch_url=patch_url)
+    return ChipIterator(plan, batch_size, min_valid, epsg, window, mask_bits, workers, prefetch, patch_url)

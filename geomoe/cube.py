@@ -45,7 +45,8 @@ from pyproj import Transformer
 
 from geomoe.errors import CubeError
 from geomoe.faults import fault
-from geomoe.tiles import GridSpec, Spec, TableSpec, Tile, plan_fingerprint
+from geomoe.grid import CHIP_METERS
+from geomoe.tiles import CubeTile, GridSpec, Spec, TableSpec, plan_fingerprint
 
 # 2: every setting that changes which chips are embedded or their vectors in the identity;
 #    tile_done in _geomoe/, provenance on every group, consolidated metadata
@@ -180,7 +181,7 @@ def _grid_dataset(spec: GridSpec, dim: int, dtype: str) -> tuple[xr.Dataset, dic
     ds.valid_fraction.attrs["description"] = (
         "fraction of valid (unmasked, non-fill) pixels; NaN = chip never computed")
     ds.attrs.update(
-        layout="grid", epsg=spec.epsg, tile_size=ts, chip_meters=1200.0,
+        layout="grid", epsg=spec.epsg, tile_size=ts, chip_meters=CHIP_METERS,
         row_max=spec.row_max, col_min=spec.col_min,
         stac_item_ids=json.dumps(spec.item_ids),
         solar_days=json.dumps([str(d) for d in spec.days]),  # a list attribute breaks to_netcdf
@@ -278,7 +279,7 @@ def _table_dataset(spec: TableSpec, dim: int, dtype: str, items: dict[str, dict]
         },
         coords=coords,
     )
-    ds.attrs.update(layout="table", tile_size=ts, chip_meters=1200.0,
+    ds.attrs.update(layout="table", tile_size=ts, chip_meters=CHIP_METERS,
                     description="item-grid chips (pre-chipped patches); x/y in each chip's own EPSG")
     enc = {
         "embedding": {"chunks": (ts, dim), "dtype": dtype, "_FillValue": np.nan},
@@ -469,20 +470,20 @@ class Cube:
         self.attrs.update(extra)
 
     # ---------- tiles ----------
-    def tiles(self) -> list[Tile]:
+    def tiles(self) -> list[CubeTile]:
         return [t for s in self.specs.values() for t in s.tiles()]
 
     def done_map(self, group: str) -> np.ndarray:
         return zarr.open_array(str(self.path), path=tile_done_path(group), mode="r")[...]
 
-    def is_done(self, tile: Tile) -> bool:
+    def is_done(self, tile: CubeTile) -> bool:
         return bool(self.done_map(tile.group)[tile.key])
 
-    def pending_tiles(self) -> list[Tile]:
+    def pending_tiles(self) -> list[CubeTile]:
         maps = {g: self.done_map(g) for g in self.specs}
         return [t for t in self.tiles() if not maps[t.group][t.key]]
 
-    def write_grid_tile(self, tile: Tile, embedding: np.ndarray, valid: np.ndarray, run: int) -> None:
+    def write_grid_tile(self, tile: CubeTile, embedding: np.ndarray, valid: np.ndarray, run: int) -> None:
         """embedding (T, h, w, D), valid (T, h, w) for the tile's region (NaN where absent)."""
         spec = self.specs[tile.group]
         assert isinstance(spec, GridSpec)
@@ -500,7 +501,7 @@ class Cube:
                       self._chunk(tile.group, "valid_fraction", (t, *tile.key))]
         self._commit(tile, files, run)
 
-    def write_table_tile(self, tile: Tile, embedding: np.ndarray, valid: np.ndarray,
+    def write_table_tile(self, tile: CubeTile, embedding: np.ndarray, valid: np.ndarray,
                          x: np.ndarray, y: np.ndarray, run: int) -> None:
         """embedding (n, D), valid/x/y (n,) for the tile's chips (planned order)."""
         spec = self.specs[tile.group]
@@ -536,7 +537,7 @@ class Cube:
     def _chunk(self, group: str, var: str, idx: tuple[int, ...]) -> str:
         return str(self.path / group / var / "c" / "/".join(map(str, idx)))
 
-    def _commit(self, tile: Tile, files: list[str], run: int) -> None:
+    def _commit(self, tile: CubeTile, files: list[str], run: int) -> None:
         _fsync(files)  # data durable first ...
         fault("after_data_before_commit")
         arr = zarr.open_array(str(self.path), path=tile_done_path(tile.group), mode="r+")
@@ -556,7 +557,7 @@ def _root_attrs(path: Path) -> dict[str, Any] | None:
     return attrs if isinstance(attrs, dict) else {}
 
 
-def tile_bytes(spec: Spec, tile: Tile, dim: int, dtype: str, block: int = 1) -> int:
+def tile_bytes(spec: Spec, tile: CubeTile, dim: int, dtype: str, block: int = 1) -> int:
     """Bytes one tile's chunk files take at most: uncompressed (chunks compress), each file
     rounded up to the filesystem's ``block`` size. For a full-disk estimate."""
     item = np.dtype(dtype).itemsize

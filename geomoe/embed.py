@@ -12,6 +12,7 @@ embedding does not depend on how the work was distributed.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as _dt
 import errno
@@ -31,38 +32,47 @@ import geomoe
 from geomoe.cube import Cube, CubeDiskFullError, check_writable, ensure_writable, tile_bytes
 from geomoe.device import autocast, infer_bf16, resolve_device
 from geomoe.embed_request import EmbedRequest, is_file
-from geomoe.errors import CheckpointError, GeomoeError
+from geomoe.errors import GeomoeError
 from geomoe.faults import fault
+from geomoe.grid import CHIP_METERS, CHIP_PIXELS
 from geomoe.lock import store_lock
-from geomoe.tiles import GridSpec, Spec, Tile, specs_from_plan
-
-DEFAULT_CHECKPOINT = Path("checkpoints") / "geomoe-demo-S.safetensors"
-POOLINGS = ("mean", "cls", "patch_mean")
-
-
-# ---------------------------------------------------------------- checkpoint
-def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
-    """The checkpoint to embed with; never silently random weights.
-
-    ``None`` -> the demo checkpoint ``checkpoints/geomoe-demo-S.safetensors`` (in the
-    working directory, else the one shipped with the package)."""
-    if checkpoint is not None:
-        p = Path(checkpoint).expanduser()
-        if not p.is_file():
-            raise CheckpointError(f"checkpoint {p} not found; pass an existing file to --checkpoint")
-        return p
-    from geomoe.resources import demo_checkpoint
-
-    for candidate in (Path.cwd() / DEFAULT_CHECKPOINT, demo_checkpoint()):
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(
-        f"no checkpoint given and the demo checkpoint {DEFAULT_CHECKPOINT} does not exist; "
-        "create it with `geomoe pretrain` (see README, 'demo checkpoint') or pass "
-        "--checkpoint PATH (e.g. the published pretrained_S_best.pth)")
+from geomoe.model.checkpoint import resolve_checkpoint
+from geomoe.model.config import POOLINGS
+from geomoe.tiles import CubeTile, GridSpec, Spec, specs_from_plan
 
 
-_CKPT_INFO: dict[tuple[str, int, int], dict[str, Any]] = {}
+# ---------------------------------------------------------------- per-process caches
+class LastUsed:
+    """A thread-safe cache of the `size` entries used last (older ones are dropped): per-process
+    caches of a long-lived worker that embeds with many checkpoints or cubes stay bounded."""
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The value for `key`, made by ``make()`` on a miss (under the lock: made once)."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            value = make()
+            self._entries[key] = value
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+            return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: (path, size, mtime) -> sha256 and config: small, a few checkpoints are kept.
+_CKPT_INFO = LastUsed(8)
 
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
@@ -73,22 +83,26 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
 
     st = Path(path).stat()
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _CKPT_INFO:
+
+    def make() -> dict[str, Any]:
         model = load_checkpoint(path, map_location="cpu")
-        _CKPT_INFO[key] = {"sha256": checkpoint_sha256(path), "config": dataclasses.asdict(model.config),
-                           "embed_dim": int(model.embed_dim),
-                           # the z-scoring the weights own: what embedding applies and the cube records
-                           "normalisation": model.normalisation.to_dict()}
-    return _CKPT_INFO[key]
+        return {"sha256": checkpoint_sha256(path), "config": dataclasses.asdict(model.config),
+                "embed_dim": int(model.embed_dim),
+                # the z-scoring the weights own: what embedding applies and the cube records
+                "normalisation": model.normalisation.to_dict()}
+
+    return _CKPT_INFO.get(key, make)
 
 
-_MODELS: dict[tuple[str, str, str, bool], torch.nn.Module] = {}
-_MODELS_LOCK = threading.Lock()
+#: (path, sha256, device, compile) -> the loaded model: the last two (e.g. eager and compiled,
+#: or two checkpoints in turn), so a worker that sees many checkpoints holds at most two.
+_MODELS = LastUsed(2)
 
 
 def get_model(path: Path, sha256: str, device: torch.device, compile: bool = False,
               precision: str = "auto") -> torch.nn.Module:
-    """Load once per process (tasks on one worker share it); eval mode, on ``device``.
+    """Load once per process (tasks on one worker share it; the last two are kept); eval mode,
+    on ``device``.
 
     ``compile``: :func:`geomoe.model.compile_for_inference` where inference runs in bf16
     (:func:`geomoe.device.infer_bf16`: CUDA, or ``precision="bf16"``); the graph serves bf16
@@ -102,11 +116,12 @@ def get_model(path: Path, sha256: str, device: torch.device, compile: bool = Fal
 
     compile = bool(compile) and infer_bf16(device, precision)
     key = (str(path), sha256, str(device), compile)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            model = load_checkpoint(path, map_location="cpu").to(device).eval()
-            _MODELS[key] = compile_for_inference(model) if compile else model
-        return _MODELS[key]
+
+    def make() -> torch.nn.Module:
+        model = load_checkpoint(path, map_location="cpu").to(device).eval()
+        return compile_for_inference(model) if compile else model
+
+    return _MODELS.get(key, make)
 
 
 # ---------------------------------------------------------------- request
@@ -165,9 +180,10 @@ def identity(req: EmbedRequest, info: dict[str, Any], specs: list[Spec]) -> dict
 
 def check_assets(items: list, specs: list[Spec]) -> None:
     """Open the header of every band and QA file the plan will read, where it is a local file
-    (cheap); remote assets are left to the reader. RasterReadError names a missing file."""
+    (cheap); remote assets are left to the reader, except that Planetary Computer's need the
+    signer installed. RasterReadError names a missing file, SignerMissingError the extra."""
     from geomoe.errors import RasterReadError
-    from geomoe.reader import RasterPool, resolve_assets
+    from geomoe.reader import RasterPool, is_planetary_computer, planetary_computer_patch_url, resolve_assets
 
     needed = {str(i) for s in specs for i in s.chips["item_id"]}
     pool = RasterPool(epsg_check=False)
@@ -177,6 +193,8 @@ def check_assets(items: list, specs: list[Spec]) -> None:
                 continue
             a = resolve_assets(it)
             for href in (*a.hrefs, *([a.qa_href] if a.qa_href else [])):
+                if is_planetary_computer(href):
+                    planetary_computer_patch_url()  # the signer the reader will need is installed
                 local = href[len("file://"):] if href.startswith("file://") else href
                 if not local.startswith("/") or local.startswith("/vsi"):
                     continue
@@ -223,7 +241,7 @@ def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
         "geomoe:query": {"aoi": _aoi_json(req.aoi, geom), "datetime": req.datetime,
                          "catalog": req.catalog or "bundled", "max_cloud": req.max_cloud,
                          "min_valid": req.min_valid, "grid": req.grid},
-        "geomoe:chips": {"pixels": 40, "meters": 1200.0, "bands": ["SR_B1", "SR_B2", "SR_B3", "SR_B4",
+        "geomoe:chips": {"pixels": CHIP_PIXELS, "meters": CHIP_METERS, "bands": ["SR_B1", "SR_B2", "SR_B3", "SR_B4",
                                                                     "SR_B5", "SR_B6", "SR_B7"]},
         "geomoe:created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -263,17 +281,14 @@ def reopen(req: EmbedRequest) -> Prepared:
     return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt, want)
 
 
-_PREPARED: dict[tuple[str, int], Prepared] = {}
-_PREPARED_LOCK = threading.Lock()
+#: (cube, run) -> its plan and open store: the last two runs a worker served.
+_PREPARED = LastUsed(2)
 
 
 def prepared_for(req: dict, run: int) -> Prepared:
     """Per-process cache for tile tasks: the tasks of one run on one worker plan once."""
     key = (str(Path(req["out"]).resolve()), int(run))
-    with _PREPARED_LOCK:
-        if key not in _PREPARED:
-            _PREPARED[key] = reopen(EmbedRequest(**req))
-        return _PREPARED[key]
+    return _PREPARED.get(key, lambda: reopen(EmbedRequest(**req)))
 
 
 # ---------------------------------------------------------------- tiles
@@ -281,7 +296,7 @@ def prepared_for(req: dict, run: int) -> Prepared:
 class TileBuffer:
     """In-memory values of one tile until its single region write."""
 
-    tile: Tile
+    tile: CubeTile
     spec: Spec
     embedding: np.ndarray
     valid: np.ndarray
@@ -292,7 +307,7 @@ class TileBuffer:
     skipped: int = 0
 
     @classmethod
-    def new(cls, cube: Cube, tile: Tile, dim: int) -> "TileBuffer":
+    def new(cls, cube: Cube, tile: CubeTile, dim: int) -> "TileBuffer":
         spec = cube.specs[tile.group]
         if isinstance(spec, GridSpec):
             ys, xs = spec.region(tile)
@@ -356,7 +371,7 @@ class TileBuffer:
             cube.write_table_tile(self.tile, self.embedding, self.valid, self.x, self.y, run)
 
 
-def iter_tile_batches(prep: Prepared, tile: Tile, batch_size: int) -> Iterator[Any]:
+def iter_tile_batches(prep: Prepared, tile: CubeTile, batch_size: int) -> Iterator[Any]:
     """Chip batches of one tile, read only from the items that touch it."""
     from geomoe.chips import iter_chips
 
@@ -390,7 +405,7 @@ def run_model(model: torch.nn.Module, batch: Any, zscored: np.ndarray, device: t
     return emb.float().cpu().numpy()
 
 
-def embed_tile(prep: Prepared, tile: Tile, run: int, device: str | torch.device = "auto") -> dict:
+def embed_tile(prep: Prepared, tile: CubeTile, run: int, device: str | torch.device = "auto") -> dict:
     """Read, embed and write ONE tile (synchronously). Returns counts for the summary."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     req = prep.request
@@ -679,7 +694,7 @@ def _size(n: float) -> str:
     return f"{n:,.1f} TiB"
 
 
-def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: int, progress,
+def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim: int, progress,
               total: int, already: int, prefetch: int, t0: float) -> dict:
     batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     writes: queue.Queue = queue.Queue(maxsize=2)
@@ -737,7 +752,7 @@ def _pipeline(prep: Prepared, pending: list[Tile], model, dev, run: int, dim: in
     wt.start()
     embedded = skipped = 0
     t_run = time.perf_counter()
-    bufs: dict[Tile, TileBuffer] = {}
+    bufs: dict[CubeTile, TileBuffer] = {}
     try:
         while True:
             if errors:

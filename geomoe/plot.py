@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geomoe.atomic import atomic_write
 from geomoe.cube import cube_groups, open_group
 from geomoe.errors import CubeError
 
@@ -82,10 +83,7 @@ def plot_cube(path: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     An existing PNG there is replaced only if it is a geomoe plot, of another cube only with
     `overwrite` (see `check_plot_out`).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     path = Path(path)
     if not path.exists():
@@ -123,7 +121,8 @@ def plot_cube(path: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     n = len(panels)
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(5.5 * cols, 8.0), 4.8 * rows + 0.4), squeeze=False)
+    fig = Figure(figsize=(max(5.5 * cols, 8.0), 4.8 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (title, kind, data) in zip(axes.ravel(), panels):
         if kind == "grid":
             img, extent = data
@@ -142,11 +141,5 @@ def plot_cube(path: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     fig.suptitle(f"{path.name}: embedding PCs 1-3 as RGB\n(white = not computed, grey = skipped: cloud/fill)",
                  fontsize=9)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png", metadata={PNG_KEY: str(path.resolve())})
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png",
+                                                     metadata={PNG_KEY: str(path.resolve())}))

@@ -26,7 +26,6 @@ import csv
 import io
 import json
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,8 +39,6 @@ from geomoe.chips import ChipBatch
 from geomoe.errors import CheckpointError, GeomoeError, require_extra
 from geomoe.resources import demo_checkpoint, labelled_catalog
 
-#: The demo checkpoint geomoe ships (made by `geomoe pretrain`, see checkpoints/README.md).
-DEFAULT_CHECKPOINT = demo_checkpoint()
 #: The bundled labelled sample.
 DEFAULT_LABELLED_CATALOG = labelled_catalog()
 LABELS19_KEY = "bigearthnet:labels_19"
@@ -261,18 +258,14 @@ def load_probe_model(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The frozen encoder to probe and a description of it (checkpoint path, sha256, size)."""
     from geomoe.model import build_model, checkpoint_sha256, load_checkpoint
+    from geomoe.model.checkpoint import resolve_checkpoint
 
     if random_init:
         torch.manual_seed(seed)
         model = build_model(size or "S").eval()
         return model, {"checkpoint": f"random-init (size {model.config.size}, seed {seed})",
                        "checkpoint_sha256": None, "size": model.config.size, "random_init": True}
-    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} not found: pass --checkpoint PATH, or --random-init for the "
-            "random-weights baseline"
-        )
+    path = resolve_checkpoint(checkpoint, alternative=", or --random-init for the random-weights baseline")
     model = load_checkpoint(path, map_location="cpu")
     if size is not None and model.config.size != size.upper():
         raise CheckpointSizeError(
@@ -505,7 +498,7 @@ def run_probe(
         macro mAP for multi-label, accuracy for multi-class; mean and std over all folds, in
         [0, 1]), the baselines' scores and ``summary`` (a few lines of text).
     """
-    from geomoe.model.mae import POOLINGS
+    from geomoe.model.config import POOLINGS
 
     require_extra("sklearn", "probe", "the linear probe (geomoe probe)")
     if pooling not in POOLINGS:
@@ -680,14 +673,12 @@ def check_report_paths(path: Path, *, overwrite: bool = False) -> None:
 
 def write_report(rep: dict[str, Any], emb: np.ndarray, data: ProbeData, path: Path) -> None:
     """report.json, report.csv (per-class scores) and report.png (bars + PCA of embeddings)."""
-    from geomoe.train_state import atomic_write_bytes
+    from geomoe.atomic import atomic_write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(rep, indent=2) + "\n").encode())
-    csv_path = path.with_suffix(".csv")
+    atomic_write(path, json.dumps(rep, indent=2) + "\n")
     buf = io.StringIO(newline="")
     _write_csv(rep, data, buf)
-    atomic_write_bytes(csv_path, buf.getvalue().encode())
+    atomic_write(path.with_suffix(".csv"), buf.getvalue())
     _plot(rep, emb, data, path.with_suffix(".png"))
 
 
@@ -721,13 +712,14 @@ def dominant_class(data: ProbeData) -> np.ndarray:
 
 def _plot(rep: dict[str, Any], emb: np.ndarray, data: ProbeData, png: Path) -> None:
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [1.1, 1]})
+    from geomoe.atomic import atomic_write
+
+    fig = Figure(figsize=(15, 6.5))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
     short = [c if len(c) <= 32 else c[:30] + ".." for c in data.classes]
     if data.multilabel:
         vals = np.asarray([np.nan if v is None else v for v in rep["per_class_ap_mean"]])
@@ -751,7 +743,7 @@ def _plot(rep: dict[str, Any], emb: np.ndarray, data: ProbeData, png: Path) -> N
     ax1.set_xlim(0, 1)
     xy = PCA(n_components=2, random_state=0).fit_transform(StandardScaler().fit_transform(emb))
     dom = dominant_class(data)
-    cmap = plt.get_cmap("tab20")
+    cmap = matplotlib.colormaps["tab20"]
     for k in np.unique(dom):
         sel = dom == k
         ax2.scatter(xy[sel, 0], xy[sel, 1], s=14, color=cmap(int(k) % 20),
@@ -763,13 +755,7 @@ def _plot(rep: dict[str, Any], emb: np.ndarray, data: ProbeData, png: Path) -> N
     fig.suptitle(f"linear probe: {rep['checkpoint']} - {rep['pooling']} pooling, "
                  f"{rep['n_samples']} samples", fontsize=10)
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, dpi=90, format="png")
-        os.replace(tmp, png)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
 
 
 def write_folder_dataset(

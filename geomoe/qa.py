@@ -35,14 +35,3 @@ def bitmask(mask_bits: Iterable[int | str]) -> np.uint16:
             raise ValueError(f"QA_PIXEL bit {b!r} is outside 0..15")
         m |= 1 << bit
     return np.uint16(m)
-
-
-def valid_mask(pixels: np.ndarray, qa: np.ndarray | None, mask: np.uint16) -> np.ndarray:
-    """Validity (H, W) bool of bands (7, H, W) uint16 and optional QA_PIXEL (H, W).
-
-    Invalid: any band is 0 (fill / no data), or QA has any ``mask`` bit set.
-    """
-    valid = np.all(pixels != 0, axis=0)
-    if qa is not None and mask:
-        valid &= (qa & mask) == 0
-    return valid

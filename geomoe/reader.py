@@ -24,7 +24,9 @@ import collections
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import numpy as np
 import pystac
@@ -106,14 +108,41 @@ def _href(item: pystac.Item, key: str) -> str:
     return href
 
 
-def sign_href(href: str) -> str:
-    """Sign Planetary Computer blob URLs right before reading (tokens expire in ~45 min)."""
-    if ".blob.core.windows.net" in href and "?" not in href:
-        try:
-            import planetary_computer  # optional extra "pc"
-        except ImportError:
-            return href
-        return planetary_computer.sign_url(href)
+#: Rewrites an asset href right before its file is opened, as odc-stac's ``patch_url``: e.g. a
+#: signer that appends a token. Applied at open time, never at search or plan time, because such
+#: tokens expire (Planetary Computer's after about 45 minutes).
+PatchUrl = Callable[[str], str]
+
+
+class SignerMissingError(GeomoeError, ImportError):
+    """Assets need a signer whose package (an optional extra) is not installed."""
+
+
+def is_planetary_computer(href: str) -> bool:
+    """Whether `href` lies in Planetary Computer blob storage (readable only with a SAS token)."""
+    return urlparse(href).netloc.endswith(".blob.core.windows.net")
+
+
+def planetary_computer_patch_url() -> PatchUrl:
+    """Planetary Computer's signer (``planetary_computer.sign_url``) as a `patch_url`.
+
+    Raises SignerMissingError, naming ``pip install 'geomoe[pc]'``, when the extra is missing.
+    """
+    try:
+        import planetary_computer
+    except ImportError:
+        raise SignerMissingError(
+            "Planetary Computer assets need a SAS token, and the signer is not installed: "
+            "pip install 'geomoe[pc]' (hrefs are signed when each file is opened), or search "
+            "another catalog") from None
+    return planetary_computer.sign_url
+
+
+def default_patch_url(href: str) -> str:
+    """The `patch_url` used when none is given: unsigned Planetary Computer hrefs are signed
+    (:func:`planetary_computer_patch_url`), every other href is returned unchanged."""
+    if is_planetary_computer(href) and "?" not in href:
+        return planetary_computer_patch_url()(href)
     return href
 
 
@@ -141,11 +170,14 @@ class RasterPool:
     """Open rasterio datasets, one set per thread (GDAL handles are not thread-safe).
 
     At most ``max_open`` handles per thread (least recently used closed first), so a run over
-    thousands of scenes holds a bounded number of files open.
+    thousands of scenes holds a bounded number of files open. ``patch_url`` rewrites each href
+    as its file is opened (default :func:`default_patch_url`).
     """
 
-    def __init__(self, epsg_check: bool = True, max_open: int = 64) -> None:
+    def __init__(self, epsg_check: bool = True, max_open: int = 64, *,
+                 patch_url: PatchUrl | None = None) -> None:
         self._local = threading.local()
+        self.patch_url = patch_url or default_patch_url
         self._all: set = set()
         self._lock = threading.Lock()
         self.epsg_check = epsg_check
@@ -160,7 +192,7 @@ class RasterPool:
             cache.move_to_end(href)
         else:
             try:
-                ds = rasterio.open(_vsi(sign_href(href)))  # sign at open, not at plan time
+                ds = rasterio.open(_vsi(self.patch_url(href)))  # sign at open, not at plan time
             except (rasterio.errors.RasterioError, OSError) as exc:
                 raise RasterReadError(
                     f"cannot open raster {href}: {_detail(exc)}. The file is missing, corrupt or truncated: "
@@ -257,18 +289,14 @@ def read_onto_grid(
     return out
 
 
-def raster_grid(pool: RasterPool, href: str, epsg: int | None = None):
-    """(transform, (H, W)) of a raster, read from its header."""
-    ds = pool.open(href, epsg)
-    return ds.transform, (ds.height, ds.width)
-
-
-def load_xarray(items, bbox=None, epsg: int | None = None, resolution: float = 30.0, chunk: int = 640):
+def load_xarray(items, bbox=None, epsg: int | None = None, resolution: float = 30.0, chunk: int = 640,
+                *, patch_url: PatchUrl | None = None):
     """Lazy dask-backed xarray (time, band, y, x) uint16 DN of items of one CRS, via odc-stac.
 
     For analysts: same bands (SR_B1..SR_B7 order), raw DN, nodata 0, nearest resampling,
     one time step per solar day. ``bbox`` (minx, miny, maxx, maxy) in the CRS is snapped out
     to 1200 m so the pixels are exactly the fixed chip grid's; None = the items' union.
+    ``patch_url`` as for :class:`RasterPool` (odc-stac applies it when it opens each file).
     """
     require_extra(("odc.stac", "odc.geo"), "odc", "the xarray loader (load_xarray, load_group)")
     import odc.stac
@@ -309,6 +337,7 @@ def load_xarray(items, bbox=None, epsg: int | None = None, resolution: float = 3
         dtype="uint16",
         nodata=0,
         chunks={"x": chunk, "y": chunk},
+        patch_url=patch_url or default_patch_url,
     )
     da = ds[list(keys_t)].to_array("band").transpose("time", "band", "y", "x")
     return da.assign_coords(band=list(BANDS))

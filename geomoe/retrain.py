@@ -25,7 +25,8 @@ from typing import Any
 
 from geomoe.errors import NoScenesError
 from geomoe.train import TrainConfig, train
-from geomoe.train_state import ResumeMismatchError, atomic_write_bytes
+from geomoe.atomic import atomic_write
+from geomoe.train_state import ResumeMismatchError
 
 LEDGER = "latest.json"
 
@@ -36,7 +37,7 @@ def read_ledger(root: str | Path) -> dict[str, Any]:
 
 
 def _write_ledger(root: Path, ledger: dict[str, Any]) -> None:
-    atomic_write_bytes(root / LEDGER, (json.dumps(ledger, indent=2) + "\n").encode())
+    atomic_write(root / LEDGER, json.dumps(ledger, indent=2) + "\n")
 
 
 def _after(iso: str) -> str:
@@ -63,7 +64,7 @@ def scheduled_retrain(
     from geomoe.aoi import load_aoi
     from geomoe.catalog import search
     from geomoe.model import load_checkpoint
-    from geomoe.probe import DEFAULT_CHECKPOINT
+    from geomoe.model.checkpoint import default_checkpoint
 
     say = log or (lambda _m: None)
     root = Path(root)
@@ -77,7 +78,8 @@ def scheduled_retrain(
     elif base_checkpoint == "scratch":
         init_from = None
     else:
-        init_from = base_checkpoint or (str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else None)
+        demo = default_checkpoint()
+        init_from = base_checkpoint or (str(demo) if demo is not None else None)
     if init_from is not None:  # the run's size follows the model it fine-tunes
         size = load_checkpoint(init_from).config.size
         config = dataclasses.replace(config, size=size)

@@ -19,7 +19,9 @@ from pathlib import Path
 import shapely.geometry as sg
 from shapely.ops import unary_union
 
+from geomoe.atomic import atomic_write
 from geomoe.cube import Cube, CubeWriteError
+from geomoe.grid import CHIP_METERS
 
 EMB_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.1.0/schema.json"
 
@@ -83,7 +85,7 @@ def cube_item(cube: Cube) -> dict:
         "emb:type": "chip",
         "emb:dimensions": int(ident["embed_dim"]),
         "data_type": ident["dtype"],
-        "gsd": 1200.0,
+        "gsd": CHIP_METERS,
         "emb:chip_layout": chip_layout,
         "emb:temporal_resolution": "single_acquisition",
         "emb:runtime_parameters": {
@@ -115,8 +117,4 @@ def cube_item(cube: Cube) -> dict:
 
 def write_cube_item(cube: Cube) -> Path:
     """Write the item atomically beside the store; returns its path."""
-    path = stac_item_path(cube.path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(cube_item(cube), indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(stac_item_path(cube.path), json.dumps(cube_item(cube), indent=1, default=str))

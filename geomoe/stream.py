@@ -30,7 +30,7 @@ class EmptyChipStreamError(GeomoeError):
     """The chip stream produced no usable chip (all skipped, or nothing intersects the AOI)."""
 
 
-class ChipStream:
+class ShuffledChipStream:
     """Endless shuffled chips over `items`; `next_batch(n)` crosses epoch boundaries seamlessly.
 
     `position` -> {"epoch", "offset"} is all the data state a checkpoint needs; `seek` restores it.

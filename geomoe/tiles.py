@@ -22,7 +22,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-CHIP_METERS = 1200.0
+from geomoe.grid import CHIP_METERS
+
 TABLE_GROUP = "chips"
 
 
@@ -36,8 +37,9 @@ def group_name(epsg: int) -> str:
 
 
 @dataclass(frozen=True)
-class Tile:
-    """One unit of work: a chunk-aligned region of one group. ``key`` is (ty, tx) or (k,)."""
+class CubeTile:
+    """A tile of the output cube, the unit of embedding work: a chunk-aligned region of one
+    group (one Zarr chunk in y and x, or along ``chip``). ``key`` is (ty, tx) or (k,)."""
 
     group: str
     key: tuple[int, ...]
@@ -46,7 +48,7 @@ class Tile:
         return "/".join([self.group, *map(str, self.key)])
 
     @classmethod
-    def parse(cls, text: str) -> "Tile":
+    def parse(cls, text: str) -> "CubeTile":
         group, *key = text.split("/")
         return cls(group, tuple(int(k) for k in key))
 
@@ -83,10 +85,10 @@ class GridSpec:
         ts = self.tile_size
         return (-(-self.ny // ts), -(-self.nx // ts))
 
-    def tiles(self) -> list[Tile]:
+    def tiles(self) -> list[CubeTile]:
         nty, ntx = self.n_tiles
         planned = self.chip_tiles()
-        return [Tile(self.name, (a, b)) for a in range(nty) for b in range(ntx) if (a, b) in planned]
+        return [CubeTile(self.name, (a, b)) for a in range(nty) for b in range(ntx) if (a, b) in planned]
 
     def chip_tiles(self) -> set[tuple[int, int]]:
         """Tiles holding at least one planned chip (others stay NaN and are never read)."""
@@ -108,25 +110,25 @@ class GridSpec:
             raise ValueError("chip time outside the planned time slices")
         return idx
 
-    def region(self, tile: Tile) -> tuple[slice, slice]:
+    def region(self, tile: CubeTile) -> tuple[slice, slice]:
         """Array slices (y, x) of a tile, clipped to the grid."""
         ty, tx = tile.key
         ts = self.tile_size
         return slice(ty * ts, min((ty + 1) * ts, self.ny)), slice(tx * ts, min((tx + 1) * ts, self.nx))
 
-    def window(self, tile: Tile) -> tuple[int, int, int, int]:
+    def window(self, tile: CubeTile) -> tuple[int, int, int, int]:
         """Chip-grid window (row0, row1, col0, col1), half-open, for ``iter_chips(window=)``."""
         ys, xs = self.region(tile)
         return (self.row_max - ys.stop + 1, self.row_max - ys.start + 1,
                 self.col_min + xs.start, self.col_min + xs.stop)
 
-    def tile_item_ids(self, tile: Tile) -> set[str]:
+    def tile_item_ids(self, tile: CubeTile) -> set[str]:
         row0, row1, col0, col1 = self.window(tile)
         c = self.chips
         sel = (c["row"] >= row0) & (c["row"] < row1) & (c["col"] >= col0) & (c["col"] < col1)
         return set(c["item_id"][sel].tolist())
 
-    def n_planned(self, tile: Tile | None = None) -> int:
+    def n_planned(self, tile: CubeTile | None = None) -> int:
         if tile is None:
             return len(self.chips)
         row0, row1, col0, col1 = self.window(tile)
@@ -147,17 +149,17 @@ class TableSpec:
     def n(self) -> int:
         return len(self.chips)
 
-    def tiles(self) -> list[Tile]:
-        return [Tile(self.name, (k,)) for k in range(-(-self.n // self.tile_size))]
+    def tiles(self) -> list[CubeTile]:
+        return [CubeTile(self.name, (k,)) for k in range(-(-self.n // self.tile_size))]
 
-    def region(self, tile: Tile) -> slice:
+    def region(self, tile: CubeTile) -> slice:
         (k,) = tile.key
         return slice(k * self.tile_size, min((k + 1) * self.tile_size, self.n))
 
-    def tile_item_ids(self, tile: Tile) -> set[str]:
+    def tile_item_ids(self, tile: CubeTile) -> set[str]:
         return set(self.chips["item_id"][self.region(tile)].tolist())
 
-    def n_planned(self, tile: Tile | None = None) -> int:
+    def n_planned(self, tile: CubeTile | None = None) -> int:
         if tile is None:
             return self.n
         s = self.region(tile)

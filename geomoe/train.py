@@ -24,8 +24,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,15 +38,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from geomoe.atomic import atomic_write, remove_stale_tmp
 from geomoe.bands import Normalisation
 from geomoe.device import resolve_device, train_bf16
 from geomoe.errors import GeomoeError
-from geomoe.stream import ChipStream
+from geomoe.stream import ShuffledChipStream
 from geomoe.train_state import (
     ResumeMismatchError,
     capture_rng,
     load_state,
-    remove_stale_tmp,
     restore_rng,
     save_state,
 )
@@ -361,7 +363,7 @@ def train(
         opt, WarmupCosine(config.resolved_warmup(), config.steps, config.min_lr_ratio)
     )
     mask_gen = torch.Generator().manual_seed(config.seed + 1)
-    stream = ChipStream(
+    stream = ShuffledChipStream(
         items, aoi, seed=config.seed, min_valid=config.min_valid,
         shuffle_buffer=config.shuffle_buffer, max_cache_chips=config.max_cache_chips,
     )
@@ -396,7 +398,7 @@ def train(
             f"chip {stream.offset})")
     else:
         # preview chips: the first chips of a separate stream pass, fixed for the whole run
-        peek = ChipStream(items, aoi, seed=config.seed + 7, min_valid=config.min_valid,
+        peek = ShuffledChipStream(items, aoi, seed=config.seed + 7, min_valid=config.min_valid,
                           shuffle_buffer=config.shuffle_buffer,
                           max_cache_chips=config.max_cache_chips)
         if stream.mode == "cache":
@@ -546,10 +548,12 @@ def train(
 
 
 #: Files and folders geomoe writes in a run folder (all that --overwrite may remove).
+#: (``metrics.csv.tmp`` and ``.step_*.png.tmp``: temporary names of older versions.)
 _RUN_FILES = ("run.json", "metrics.csv", "metrics.csv.tmp", "model.safetensors",
               "state/latest.pt")
-_RUN_GLOBS = (".run.json.tmp-*", ".model.safetensors.tmp-*", "state/.latest.pt.tmp-*",
-              "previews/step_*.png", "previews/.step_*.png.tmp", "previews/latest.png")
+_RUN_GLOBS = (".run.json.tmp-*", ".metrics.csv.tmp-*", ".model.safetensors.tmp-*",
+              "state/.latest.pt.tmp-*", "previews/step_*.png", "previews/.step_*.png.tmp",
+              "previews/.step_*.png.tmp-*", "previews/.latest.png.tmp-*", "previews/latest.png")
 
 
 def read_run_json(out: Path) -> dict[str, Any] | None:
@@ -660,12 +664,11 @@ def _truncate_metrics(path: Path, step: int) -> None:
     kept = [r for r in rows if int(r["step"]) <= step]
     if len(kept) == len(rows):
         return
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
-        w.writeheader()
-        w.writerows(kept)
-    tmp.replace(path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    w.writeheader()
+    w.writerows(kept)
+    atomic_write(path, buf.getvalue())
 
 
 def _tensorable(a: np.ndarray) -> Any:
@@ -687,9 +690,7 @@ def _np(v: Any) -> np.ndarray:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    from geomoe.train_state import atomic_write_bytes
-
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 # ---------------------------------------------------------------------------------- preview
@@ -759,16 +760,14 @@ def save_preview(
 ) -> Path:
     """PNG grid, one row per chip: input RGB | masked input (grey = hidden) | reconstruction |
     reconstruction with the visible patches pasted back."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     r = reconstruct(model, chips, device, seed=seed)
     mean = np.asarray(model.normalisation.mean, dtype=np.float32)  # back to DN for the RGB stretch
     std = np.asarray(model.normalisation.std, dtype=np.float32)
     n = r["input"].shape[0]
-    fig, axes = plt.subplots(n, 4, figsize=(8, 2.1 * n + 0.4), squeeze=False)
+    fig = Figure(figsize=(8, 2.1 * n + 0.4))
+    axes = fig.subplots(n, 4, squeeze=False)
     cols = ("input RGB", "masked input (75 %)", "reconstruction", "recon + visible")
     for i in range(n):
         dn_rgb = r["input"][i][[3, 2, 1]] * std[[3, 2, 1], None, None] + mean[[3, 2, 1], None, None]
@@ -802,13 +801,6 @@ def save_preview(
                               fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    latest = path.parent / "latest.png"
-    import shutil
-
-    shutil.copyfile(path, latest)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    atomic_write(path.parent / "latest.png", lambda tmp: shutil.copyfile(path, tmp))
     return path

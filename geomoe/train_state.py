@@ -2,15 +2,13 @@
 
 The state is a dict of plain tensors, numbers, strings, lists and dicts written with `torch.save`,
 so it loads with `torch.load(..., weights_only=True)`: a resumed run never unpickles code.
-A save goes to a temporary file in the same folder, is fsynced, then `os.replace`d over the
-target (atomic on POSIX), and the folder is fsynced: a kill at any moment leaves either the old
+A save goes through geomoe.atomic.atomic_write: a kill at any moment leaves either the old
 complete file or the new complete file under the final name, never a torn one.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geomoe.atomic import atomic_write
 from geomoe.errors import CheckpointError
 
 #: Version of the training-state layout below; bumped when keys change meaning.
@@ -28,71 +27,11 @@ class ResumeMismatchError(CheckpointError):
     """A training state cannot continue this run (other model size, other settings)."""
 
 
-def fsync_dir(folder: Path) -> None:
-    """Persist a rename inside `folder` (POSIX needs the directory itself fsynced)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` via tmp + fsync + os.replace: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            # write in slices so a kill mid-save really interrupts a partial tmp (the test does so)
-            view = memoryview(data)
-            for start in range(0, len(view), 1 << 20):
-                fh.write(view[start : start + (1 << 20)])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def remove_stale_tmp(folder: str | Path) -> list[Path]:
-    """Delete temp files left by writers that were killed mid-save (their pid is gone)."""
-    removed = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for tmp in folder.glob(".*.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - someone else's process
-        return True
-    return True
-
-
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
     """Serialise a training-state dict with torch.save and write it atomically to `path`."""
     buf = io.BytesIO()
     torch.save({"format": STATE_FORMAT, **state}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

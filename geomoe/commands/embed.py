@@ -20,6 +20,7 @@ from pathlib import Path
 from geomoe.commands import add_search_arguments, positive_int
 from geomoe.embed_request import EmbedRequest, option, request_fields
 from geomoe.errors import GeomoeError
+from geomoe.model.config import POOLINGS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from geomoe.commands import (add_search_arguments, fraction, non_negative_float,
                              non_negative_int, open_fraction, positive_float, positive_int)
+from geomoe.model.config import SIZES
 
 #: The bundled Europe AOI, by name (see geomoe.resources.aoi_names).
 DEFAULT_AOI = "europe"
@@ -42,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "geomoe checkpoint at --export; without it both are refused")
     p.add_argument("--init-from", default=None,
                    help="start from the weights of a geomoe/published checkpoint (fine-tuning)")
-    p.add_argument("--size", default=None, choices=["S", "XS", "XXS"], help="model size (default S)")
+    p.add_argument("--size", default=None, choices=list(SIZES), help="model size (default S)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="chips per step (default 64)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 3e-4)")
     p.add_argument("--weight-decay", type=non_negative_float, default=None, help="AdamW weight decay (0.05)")
@@ -126,11 +127,9 @@ def run(args: argparse.Namespace) -> int:
           f"{res.mean_chips_per_s:.0f} chips/s, {res.elapsed_s:.0f} s; model -> {res.model_path}; "
           f"preview -> {res.preview_path}")
     if args.export:
-        dst = Path(args.export)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(res.model_path, tmp)
-        tmp.replace(dst)
+        from geomoe.atomic import atomic_write
+
+        dst = atomic_write(args.export, lambda tmp: shutil.copyfile(res.model_path, tmp))
         print(f"exported {dst}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from geomoe.commands import fraction, int_at_least, non_negative_int, positive_int
+from geomoe.model.config import POOLINGS, SIZES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     who.add_argument("--checkpoint", default=None,
                      help="geomoe or published checkpoint (default: checkpoints/geomoe-demo-S.safetensors)")
     who.add_argument("--random-init", action="store_true", help="probe randomly initialised weights")
-    p.add_argument("--size", default=None, choices=["S", "XS", "XXS"],
+    p.add_argument("--size", default=None, choices=list(SIZES),
                    help="model size for --random-init (default S); with --checkpoint it must match")
-    p.add_argument("--pooling", default="mean", choices=["mean", "cls", "patch_mean"],
+    p.add_argument("--pooling", default="mean", choices=POOLINGS,
                    help="mean of all 105 raw tokens (published protocol), CLS, or patch mean")
     p.add_argument("--report", required=True, help="report .json (a .csv and .png go beside it)")
     p.add_argument("--overwrite", action="store_true",

@@ -51,7 +51,7 @@ from geomoe.embed import (EmbedRequest, EmbedSummary, Progress, embed_tile, prep
 from geomoe.errors import GeomoeError
 from geomoe.lock import store_lock
 from geomoe.stac_output import write_cube_item
-from geomoe.tiles import Tile
+from geomoe.tiles import CubeTile
 
 # Imported as geomoe.flows.embed_region (prefect.yaml, the CLI), this module is pickled by
 # reference like the rest of geomoe, which every Dask worker has installed. Loaded some other way
@@ -109,7 +109,7 @@ def embed_tile_task(tile: str, req: dict, run: int) -> dict:
                 "precision": "bf16" if infer_bf16(dev, req["precision"]) else "fp32"}
         prep = prepared_for(req, run)
         info["read_workers"] = int(prep.request.read_workers)
-        t = Tile.parse(tile)
+        t = CubeTile.parse(tile)
         if prep.cube.is_done(t):  # a retried task whose first attempt already committed
             return {"tile": tile, "embedded": 0, "skipped": 0, "already_done": True, **info}
         return {**embed_tile(prep, t, run, device=dev), **info}

@@ -1,7 +1,7 @@
 """Safe checkpoint I/O: geomoe's safetensors format and the published ``.pth`` format.
 
 * geomoe format: a safetensors file of the fused state dict, with the ModelConfig (JSON) and
-  caller-supplied ``extra`` (JSON) in its metadata; written atomically (tmp file + os.replace).
+  caller-supplied ``extra`` (JSON) in its metadata; written atomically (geomoe.atomic).
 * published format: ``torch.save({"model_state": ..., "epoch": ..., ...})`` of the reference
   code (or a bare state dict); read with ``torch.load(weights_only=True)`` so pickled code is
   refused, never executed; keys/shapes are checked and mapped onto the fused layout.
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from geomoe.atomic import atomic_write
 from geomoe.errors import CheckpointError
 from geomoe.model.config import SIZES, ModelConfig, config_for
 from geomoe.model.layout import internal_to_published, published_to_internal
@@ -225,20 +226,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return model.to(map_location).eval()
 
 
-def umask_file_mode() -> int:
-    """0o666 minus the process umask: the mode `open()` gives a new file (read without a race
-    from /proc where possible, since `os.umask` can only be read by setting it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def save_checkpoint(model: MoEMAE, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
     """Write ``model`` as a geomoe safetensors checkpoint (config + weights), atomically.
 
@@ -259,32 +246,15 @@ def save_checkpoint(model: MoEMAE, path: str | os.PathLike, *, extra: dict | Non
         "config": json.dumps(model.config.to_dict(), sort_keys=True),
         "extra": extra_json,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, umask_file_mode())  # safetensors creates 0600; honour the umask like open()
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    # safetensors creates 0600; atomic_write gives the file the umask's mode, like open()
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def save_published(model: MoEMAE, path: str | os.PathLike, **fields: Any) -> Path:
     """Write ``model`` in the published ``.pth`` layout ({"model_state": ..., **fields}), atomically."""
     path = Path(path)
     sd = internal_to_published({k: v.detach().cpu() for k, v in model.state_dict().items()}, model.config)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"model_state": sd, **fields}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: torch.save({"model_state": sd, **fields}, tmp))
 
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:
@@ -294,3 +264,37 @@ def checkpoint_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------ the default checkpoint
+#: The demo checkpoint geomoe ships (made by `geomoe pretrain`, see checkpoints/README.md),
+#: relative to the working directory or to the source checkout.
+DEMO_CHECKPOINT = Path("checkpoints") / "geomoe-demo-S.safetensors"
+def default_checkpoint() -> Path | None:
+    """The demo checkpoint: ``./checkpoints/...`` first, then the one shipped with the package;
+    None if neither exists. The one rule embed-region, probe and retraining use when given none."""
+    from geomoe import resources
+
+    for candidate in (Path.cwd() / DEMO_CHECKPOINT, resources.demo_checkpoint()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike | None, *, alternative: str = "") -> Path:
+    """The checkpoint to use, never silently random weights: `checkpoint` if it is a file,
+    :func:`default_checkpoint` when None; else a CheckpointError that names the file and the fix
+    (`alternative`, e.g. "or --random-init ...", is appended to the fix)."""
+    if checkpoint is not None and str(checkpoint) != "":
+        p = Path(checkpoint).expanduser()
+        if not p.is_file():
+            raise CheckpointError(
+                f"checkpoint {p} not found: pass an existing file to --checkpoint{alternative}")
+        return p
+    p = default_checkpoint()
+    if p is None:
+        raise CheckpointError(
+            f"no checkpoint given and the demo checkpoint {DEMO_CHECKPOINT} does not exist; "
+            "create it with `geomoe pretrain` (see README, 'demo checkpoint') or pass "
+            f"--checkpoint PATH (e.g. the published pretrained_S_best.pth){alternative}")
+    return p

@@ -13,11 +13,12 @@ import functools
 import logging
 import warnings
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from geomoe.model.mae import MoEMAE
+if TYPE_CHECKING:  # annotations only: mae imports this module, so no import back at run time
+    from geomoe.model.mae import MoEMAE
 
 log = logging.getLogger(__name__)
 #: set once compiling with :func:`cpu_exp_u20` failed in this process (the default exp is used then)

@@ -12,6 +12,10 @@ from typing import Any
 from geomoe.bands import BANDS, PUBLISHED, Normalisation
 from geomoe.errors import CheckpointError
 
+#: How an embedding pools the encoder's tokens (see MoEMAE.embed); the one list the CLI, the
+#: embed request and the probe check against.
+POOLINGS: tuple[str, ...] = ("mean", "cls", "patch_mean")
+
 #: Order of the metadata tokens in the sequence (indices 0..3); CLS is index 4.
 METADATA_ORDER: tuple[str, ...] = ("week", "hour", "lat", "lon")
 

@@ -17,10 +17,9 @@ from torch import Tensor, nn
 
 from geomoe.bands import Normalisation
 from geomoe.errors import GeomoeError
-from geomoe.model.config import ModelConfig, config_for
+from geomoe.model import compile as _compile  # one way: compile names MoEMAE for annotations only
+from geomoe.model.config import POOLINGS, ModelConfig, config_for
 from geomoe.model.layers import MoEBlock, fusable_linear, init_uniform_fan_in
-
-POOLINGS = ("mean", "cls", "patch_mean")
 
 
 class ModelInputError(GeomoeError, ValueError):
@@ -247,9 +246,9 @@ class MoEMAE(nn.Module):
         """One eval chunk: the compiled graph when enabled (and, on CPU, the chunk is full), else eager."""
         if self._compiled_encode is None:
             return self._encode(images, meta, None)
-        from geomoe.model.compile import run_compiled, use_compiled
-
-        return run_compiled(self, images, meta) if use_compiled(self, images) else self._encode(images, meta, None)
+        if _compile.use_compiled(self, images):
+            return _compile.run_compiled(self, images, meta)
+        return self._encode(images, meta, None)
 
     def _encode(self, images: Tensor, meta: dict[str, Tensor | None], generator: torch.Generator | None
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -313,10 +312,8 @@ class MoEMAE(nn.Module):
         else:
             ids_keep = self._check_ids_keep(ids_keep, b, n).to(dev)
         if generator is None and self._compiled_mae is not None:
-            from geomoe.model.compile import run_compiled_mae, use_compiled_mae
-
-            if use_compiled_mae(self, images):
-                return MAEOutput(*run_compiled_mae(self, images, meta, ids_keep))
+            if _compile.use_compiled_mae(self, images):
+                return MAEOutput(*_compile.run_compiled_mae(self, images, meta, ids_keep))
         return MAEOutput(*self._mae(images, meta, ids_keep, generator))
 
     def _mae(self, images: Tensor, meta: dict[str, Tensor | None], ids_keep: Tensor,

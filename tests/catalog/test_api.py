@@ -202,23 +202,3 @@ def test_broken_static_catalog_errors(real_items, tmp_path):
     (copy / "collection.json").write_text('{"type": "Feature"}')
     with pytest.raises(CatalogError):
         search(copy / "collection.json", WORLD)
-
-
-def test_sign_items(shared_data, real_items):
-    """PC items need signing (late, in the reader); local and Earth Search items pass unchanged."""
-    import importlib.util
-
-    import pystac
-
-    from geomoe.catalog import is_planetary_computer, sign_items
-
-    cassettes = shared_data / "stac-items" / "pystac-client-cassettes"
-    pc = pystac.Item.from_file(str(cassettes / "LC09_L2SR_084073_20250722_02_T1.json"))
-    es = pystac.Item.from_file(str(cassettes / "LC08_L2SP_033032_20231008_02_T1.json"))
-    local = pystac.Item.from_dict(real_items.items[0])
-    assert is_planetary_computer(pc) and not is_planetary_computer(es)
-    assert not is_planetary_computer(local)
-    assert sign_items([es, local]) == [es, local]
-    if importlib.util.find_spec("planetary_computer") is None:
-        with pytest.raises(CatalogError, match="pip install planetary-computer"):
-            sign_items([pc, es])

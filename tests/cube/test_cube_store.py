@@ -21,7 +21,7 @@ import zarr
 from geomoe.cube import (Cube, CubeMismatchError, CubeWriteError, MisalignedRegionError, ensure_writable,
                          open_group)
 from geomoe.lock import CubeLockedError, store_lock
-from geomoe.tiles import Tile, group_name, specs_from_plan
+from geomoe.tiles import CubeTile, group_name, specs_from_plan
 
 ITEM = types.SimpleNamespace(id="L1", bbox=[-3.2, 53.3, -2.9, 53.5],
                              datetime=__import__("datetime").datetime(2020, 9, 27, 11, 10, 50),
@@ -170,8 +170,8 @@ def test_lock_refuses_second_writer_and_dies_with_its_holder(tmp_path):
 
 
 def test_tile_parse_roundtrip():
-    t = Tile("utm30n", (1, 2))
-    assert Tile.parse(str(t)) == t and str(Tile("chips", (3,))) == "chips/3"
+    t = CubeTile("utm30n", (1, 2))
+    assert CubeTile.parse(str(t)) == t and str(CubeTile("chips", (3,))) == "chips/3"
 
 
 def test_root_listing_has_only_zarr_nodes(tmp_path):

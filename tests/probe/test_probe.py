@@ -136,6 +136,24 @@ def test_checkpoint_of_another_size_is_refused(xxs_checkpoint, tmp_path, capsys)
     assert rc == 1 and "not found" in capsys.readouterr().err
 
 
+def test_probe_embed_and_retrain_share_one_default_checkpoint_rule(tmp_path, monkeypatch):
+    """No --checkpoint: the demo checkpoint in the working directory wins over the checkout's,
+    for probe exactly as for embed-region (one rule, geomoe.model.checkpoint)."""
+    from pathlib import Path
+
+    from geomoe.embed import resolve_checkpoint
+    from geomoe.model.checkpoint import DEMO_CHECKPOINT, default_checkpoint
+
+    from ..conftest import seeded_checkpoint
+
+    (tmp_path / DEMO_CHECKPOINT).parent.mkdir(parents=True)
+    demo = seeded_checkpoint(tmp_path / DEMO_CHECKPOINT).resolve()
+    monkeypatch.chdir(tmp_path)
+    _, info = load_probe_model(None)
+    assert Path(info["checkpoint"]).resolve() == demo and info["size"] == "XXS"
+    assert resolve_checkpoint(None).resolve() == demo == default_checkpoint().resolve()
+
+
 def test_cv_multilabel_rejects_too_few_samples():
     with pytest.raises(LabelsMissingError, match="too few"):
         cv_multilabel(np.zeros((6, 4)), np.ones((6, 3), dtype=int), n_folds=5)

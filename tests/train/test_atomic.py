@@ -95,7 +95,7 @@ def test_pickled_code_in_state_is_refused_and_not_run(tmp_path):
 
 
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
-    from geomoe.train_state import remove_stale_tmp
+    from geomoe.atomic import remove_stale_tmp
 
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
