@@ -514,7 +514,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
     min_valid : float
         Fraction in [0, 1]: chips with fewer valid (clear, non-fill) pixels are skipped: NaN
         embedding, their ``valid_fraction`` recorded.
-    pooling : {"mean", "cls", "patch_mean"}
+    pooling : str, one of geomoe.model.POOLINGS ("mean", "cls" or "patch_mean")
         How a chip's tokens become one vector.
     dtype : {"float32", "float16"}
         Storage type of the embeddings.

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from geomoe.commands import RangeType, fraction, percent, positive_int
 from geomoe.errors import GeomoeError
+from geomoe.model.config import POOLINGS
 
 #: where a field appears by default: everywhere
 EVERYWHERE = frozenset({"cli", "flow", "library"})
@@ -81,7 +82,7 @@ class EmbedRequest:
     min_valid: float = param(
         0.9, type=fraction,
         help="skip chips with a smaller valid-pixel fraction (recorded in valid_fraction)")
-    pooling: str = param("mean", choices=("mean", "cls", "patch_mean"))  # = geomoe.model.POOLINGS
+    pooling: str = param("mean", choices=POOLINGS)
     dtype: str = param("float32", choices=("float32", "float16"))
     tile_size: int = param(32, type=positive_int, help="tile = Zarr chunk of N x N chips (default 32)")
     read_workers: int = param(
