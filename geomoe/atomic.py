@@ -6,10 +6,12 @@ the same folder, is fsynced, gets the mode a plain ``open()`` would give (some w
 safetensors, create 0600 files), is ``os.replace``d over the target (atomic on POSIX), and the
 folder is fsynced so the rename survives a power cut. The pid in the temporary name lets
 :func:`remove_stale_tmp` tell a killed writer's leftovers from a live one's.
+:func:`read_json_object` reads such a file back without trusting it (it may be someone else's).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -110,3 +112,13 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # pragma: no cover - someone else's process
         return True
     return True
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in file ``path``, or None where it is missing, unreadable, not JSON or
+    not an object: for deciding whether an existing file is one geomoe wrote."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -43,6 +43,7 @@ import xarray as xr
 import zarr
 from pyproj import Transformer
 
+from geomoe.atomic import read_json_object
 from geomoe.errors import CubeError
 from geomoe.faults import fault
 from geomoe.grid import CHIP_METERS
@@ -547,11 +548,8 @@ class Cube:
 
 def _root_attrs(path: Path) -> dict[str, Any] | None:
     """Attributes of the Zarr v3 root at ``path`` read as plain JSON (no zarr needed), or None."""
-    try:
-        doc = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict):
+    doc = read_json_object(path / "zarr.json")
+    if doc is None:
         return None
     attrs = doc.get("attributes", {})
     return attrs if isinstance(attrs, dict) else {}

@@ -210,7 +210,8 @@ def check_assets(items: list, specs: list[Spec]) -> None:
 def search_and_plan(req: EmbedRequest) -> tuple[Any, list, list[Spec]]:
     """AOI -> items -> chip plan -> cube layout, after every cheap check of the input: the
     checkpoint loads, the output is writable (and no foreign file sits where the cube's STAC
-    item goes), the plan's local rasters open and a store at ``out`` is this request's cube. Touches no output (bad input fails here)."""
+    item goes), the plan's local rasters open and a store at ``out`` is this request's cube.
+    Touches no output (bad input fails here)."""
     req.validate()
     info = checkpoint_info(resolve_checkpoint(req.checkpoint))
     check_writable(Path(req.out))

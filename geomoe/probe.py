@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geomoe.atomic import atomic_write, read_json_object
 from geomoe.chips import ChipBatch
 from geomoe.errors import CheckpointError, GeomoeError, require_extra
 from geomoe.resources import demo_checkpoint, labelled_catalog
@@ -637,11 +638,8 @@ def report_paths(path: Path) -> tuple[Path, Path, Path]:
 
 def is_geomoe_report(path: Path) -> bool:
     """True if `path` is a probe report.json geomoe wrote (marked, or older reports' layout)."""
-    try:
-        rep = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    if not isinstance(rep, dict):
+    rep = read_json_object(path)
+    if rep is None:
         return False
     return rep.get("kind") == REPORT_KIND or {"task", "paper_reference", "summary",
                                               "checkpoint"} <= rep.keys()
@@ -673,8 +671,6 @@ def check_report_paths(path: Path, *, overwrite: bool = False) -> None:
 
 def write_report(rep: dict[str, Any], emb: np.ndarray, data: ProbeData, path: Path) -> None:
     """report.json, report.csv (per-class scores) and report.png (bars + PCA of embeddings)."""
-    from geomoe.atomic import atomic_write
-
     atomic_write(path, json.dumps(rep, indent=2) + "\n")
     buf = io.StringIO(newline="")
     _write_csv(rep, data, buf)
@@ -715,8 +711,6 @@ def _plot(rep: dict[str, Any], emb: np.ndarray, data: ProbeData, png: Path) -> N
     from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
-
-    from geomoe.atomic import atomic_write
 
     fig = Figure(figsize=(15, 6.5))
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})

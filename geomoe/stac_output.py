@@ -19,7 +19,7 @@ from pathlib import Path
 import shapely.geometry as sg
 from shapely.ops import unary_union
 
-from geomoe.atomic import atomic_write
+from geomoe.atomic import atomic_write, read_json_object
 from geomoe.cube import Cube, CubeWriteError
 from geomoe.grid import CHIP_METERS
 
@@ -39,11 +39,8 @@ def check_cube_item_out(out: str | os.PathLike) -> None:
     path = stac_item_path(out)
     if not (path.exists() or path.is_symlink()):
         return
-    try:
-        doc = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else None
-    except (OSError, ValueError):
-        doc = None
-    props = doc.get("properties") if isinstance(doc, dict) else None
+    doc = read_json_object(path) if path.is_file() and not path.is_symlink() else None
+    props = doc.get("properties") if doc is not None else None
     software = props.get("processing:software") if isinstance(props, dict) else None
     if not (isinstance(software, dict) and "geomoe" in software):
         raise CubeWriteError(

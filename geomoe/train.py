@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from geomoe.atomic import atomic_write, remove_stale_tmp
+from geomoe.atomic import atomic_write, read_json_object, remove_stale_tmp
 from geomoe.bands import Normalisation
 from geomoe.device import resolve_device, train_bf16
 from geomoe.errors import GeomoeError
@@ -558,11 +558,8 @@ _RUN_GLOBS = (".run.json.tmp-*", ".metrics.csv.tmp-*", ".model.safetensors.tmp-*
 
 def read_run_json(out: Path) -> dict[str, Any] | None:
     """The run.json of `out` if geomoe wrote it (marked, or the layout of older versions)."""
-    try:
-        info = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict):
+    info = read_json_object(out / "run.json")
+    if info is None:
         return None
     if info.get("kind") == RUN_KIND:
         return info
