@@ -13,6 +13,7 @@ embedding does not depend on how the work was distributed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime as _dt
 import errno
@@ -566,34 +567,22 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
     dev = resolve_device(device)
     t0 = time.perf_counter()
     planned = search_and_plan(req)  # every cheap check; bad input: nothing is created
-    created = _first_missing(Path(req.out))  # what this run creates (removed if it fails early)
-    ensure_writable(Path(req.out))
     precision_used = "bf16" if infer_bf16(dev, req.precision) else "fp32"
-    with store_lock(req.out):
-        prep = None
-        try:
-            prep = prepare(req, planned)
-            cube = prep.cube
-            run = cube.new_run({"device": str(dev), "precision": precision_used,
-                                "geomoe_version": geomoe.__version__,
-                                "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-            tiles = cube.tiles()
-            pending = cube.pending_tiles()
-            total = sum(cube.specs[t.group].n_planned(t) for t in tiles)
-            already = total - sum(cube.specs[t.group].n_planned(t) for t in pending)
-            model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
-            dim = int(model.embed_dim)
-            counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)
-            from geomoe.stac_output import write_cube_item
+    info = {"device": str(dev), "precision": precision_used, "geomoe_version": geomoe.__version__,
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    with cube_run(req, planned, info) as (prep, run):
+        cube = prep.cube
+        tiles = cube.tiles()
+        pending = cube.pending_tiles()
+        total = sum(cube.specs[t.group].n_planned(t) for t in tiles)
+        already = total - sum(cube.specs[t.group].n_planned(t) for t in pending)
+        model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
+        dim = int(model.embed_dim)
+        counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)
+        from geomoe.stac_output import write_cube_item
 
-            stac_path = write_cube_item(cube)
-            cube.finish()  # consolidated metadata: last, once every tile is done
-        except Exception as exc:
-            kept = _after_failure(req, prep, created)
-            full = _disk_full(exc)
-            if full is not None:
-                raise _disk_full_error(req, prep, planned, full, kept) from None
-            raise
+        stac_path = write_cube_item(cube)
+        cube.finish()  # consolidated metadata: last, once every tile is done
     return EmbedSummary(
         out=str(req.out), groups=list(cube.specs), chips_planned=total,
         chips_embedded=counts["embedded"], chips_skipped_cloud=counts["skipped"],
@@ -601,6 +590,31 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         seconds=time.perf_counter() - t0, run=run, checkpoint=str(prep.checkpoint),
         checkpoint_sha256=prep.sha256, device=str(dev), stac_item=str(stac_path),
         precision=precision_used, threads=torch.get_num_threads())
+
+
+@contextlib.contextmanager
+def cube_run(req: EmbedRequest, planned: tuple, info: dict[str, Any]) -> Iterator[tuple[Prepared, int]]:
+    """Create or take the cube of ``req`` under its run lock and register a run, for the body.
+
+    ``planned`` is :func:`search_and_plan`'s result; ``info`` (device, precision: how this run
+    computes, outside the identity) goes to the cube's ``geomoe:run_log``. Yields the prepared
+    cube and the run number. If the body fails before any tile is finished, the store this run
+    created is removed; a full disk becomes one :class:`CubeDiskFullError` line saying how much
+    space a rerun needs. The library run and the Prefect flow both run inside it.
+    """
+    created = _first_missing(Path(req.out))  # what this run creates (removed if it fails early)
+    ensure_writable(Path(req.out))
+    with store_lock(req.out):
+        prep = None
+        try:
+            prep = prepare(req, planned)
+            yield prep, prep.cube.new_run(info)
+        except Exception as exc:
+            kept = _after_failure(req, prep, created)
+            full = _disk_full(exc)
+            if full is not None:
+                raise _disk_full_error(req, prep, planned, full, kept) from None
+            raise
 
 
 def _first_missing(path: Path) -> Path | None:

@@ -44,12 +44,10 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
-from geomoe.cube import ensure_writable
 from geomoe.device import infer_bf16, resolve_device
-from geomoe.embed import (EmbedRequest, EmbedSummary, Progress, embed_tile, prepare, prepared_for,
-                          resolve_checkpoint, search_and_plan)
+from geomoe.embed import (EmbedRequest, EmbedSummary, Progress, cube_run, embed_tile, prepared_for,
+                          search_and_plan)
 from geomoe.errors import GeomoeError
-from geomoe.lock import store_lock
 from geomoe.stac_output import write_cube_item
 from geomoe.tiles import CubeTile
 
@@ -191,19 +189,16 @@ def embed_region_flow(**params: Any) -> dict:
     req.out = str(req.out)
     req.validate()
     device, precision = req.device, req.precision
-    resolve_checkpoint(req.checkpoint)
-    planned = search_and_plan(req)  # bad AOI / no scenes: nothing is created
+    planned = search_and_plan(req)  # every cheap check; bad input: nothing is created
     if req.plot:  # a foreign file at <out>.png is refused before any work, not after it
         from geomoe.plot import check_plot_out
 
         check_plot_out(Path(req.out).with_name(Path(req.out).name + ".png"), Path(req.out))
-    ensure_writable(Path(req.out))
-    with store_lock(req.out):
-        prep = prepare(req, planned)
+    info = {"device": device, "precision": precision, "runner": "prefect",
+            "flow_run": str(prefect.runtime.flow_run.id)}
+    with cube_run(req, planned, info) as (prep, run):  # a failed start leaves no store behind
         req.checkpoint = str(prep.checkpoint.resolve())  # workers load it by this path
         cube = prep.cube
-        run = cube.new_run({"device": device, "precision": precision, "runner": "prefect",
-                            "flow_run": str(prefect.runtime.flow_run.id)})
         tiles = cube.tiles()
         pending = cube.pending_tiles()
         planned = sum(cube.specs[t.group].n_planned(t) for t in tiles)
