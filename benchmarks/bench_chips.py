@@ -12,7 +12,7 @@ Reports:
   worker count, and of the xarray loaders (odc-stac, stackstac) on the same grid for comparison;
 - peak RSS (VmHWM) of a subprocess that iterates a 1-scene AOI vs a 4-scene (4x) AOI, minus the
   RSS after imports: flat means memory does not grow with the AOI. Expect ~130 MB of it to be
-  GDAL's block cache, capped at 128 MB by geomoe.reader (the small AOI does not fill it);
+  GDAL's block cache, capped at 128 MB by geomoe.chips.assets (the small AOI does not fill it);
 - plan time and chip count for the Europe AOI over the bundled catalog.
 """
 
@@ -105,7 +105,7 @@ def run_chips(items: list[dict], aoi: dict | None, workers: int, cpu: list | Non
     import pystac
     import shapely.geometry as sg
 
-    from geomoe.chips import iter_chips, plan_chips
+    from geomoe.chips.plan import iter_chips, plan_chips
 
     its = [pystac.Item.from_dict(i) for i in items]
     geom = sg.shape(aoi) if aoi else None
@@ -133,7 +133,7 @@ def run_xarray(items: list[dict], loader: str) -> tuple[int, float]:
             np.ceil(bbox[2] / 1200) * 1200, np.ceil(bbox[3] / 1200) * 1200)
     t = time.perf_counter()
     if loader == "odc-stac":
-        from geomoe.reader import load_xarray
+        from geomoe.chips.assets import load_xarray
 
         da = load_xarray(its, bbox=bbox)
     else:
@@ -165,7 +165,7 @@ def _child(argv: list[str]) -> None:
     """Subprocess entry: iterate one AOI, print JSON with chips, seconds and RSS growth."""
     items = json.loads(Path(argv[0]).read_text())
     which, workers = argv[1], int(argv[2])
-    import geomoe.chips  # noqa: F401  (imports before the baseline)
+    import geomoe.chips.plan  # noqa: F401  (imports before the baseline)
     import pystac  # noqa: F401
 
     base = _vm("VmHWM")
@@ -177,8 +177,8 @@ def _child(argv: list[str]) -> None:
 def europe_plan() -> tuple[int, float]:
     import pystac
 
-    from geomoe.aoi import load_aoi
-    from geomoe.chips import plan_chips
+    from geomoe.stac.aoi import load_aoi
+    from geomoe.chips.plan import plan_chips
 
     cat = pystac.Catalog.from_file(str(REPO / "catalogs" / "catalog.json"))
     items = list(cat.get_items(recursive=True))
@@ -195,10 +195,10 @@ def bundled_loaders(repeats: int = 5) -> None:
     import rasterio.enums
     import stackstac
 
-    from geomoe.aoi import load_aoi
-    from geomoe.catalog import search
-    from geomoe.chips import iter_chips
-    from geomoe.reader import load_xarray
+    from geomoe.stac.aoi import load_aoi
+    from geomoe.stac.search import search
+    from geomoe.chips.plan import iter_chips
+    from geomoe.chips.assets import load_xarray
 
     warnings.filterwarnings("ignore")
     items = search(None, load_aoi(REPO / "catalogs" / "aois" / "liverpool.geojson"))

@@ -10,7 +10,7 @@ Correctness is tested on real data in tests/cube; this measures speed and memory
 Reports (JSON on the last line):
 - model_chips_per_s: model.embed alone on pre-made z-scored batches (same batch size,
   same threads, same metadata inputs) = the ceiling;
-- e2e_chips_per_s: geomoe.embed.embed_region over the 4-scene AOI (search, plan, read,
+- e2e_chips_per_s: geomoe.embed.pipeline.embed_region over the 4-scene AOI (search, plan, read,
   mask, z-score, embed, Zarr region writes), min_valid=0 so every chip meets the model;
   measured from its first to its last progress callback (steady state) and over the whole
   call (incl. start-up), each as a ratio to the model-only figure (target >= 0.8);
@@ -82,7 +82,7 @@ def model_only(ckpt: Path, batch_size: int, n_chips: int, precision: str = "auto
     import torch
 
     from geomoe.device import autocast
-    from geomoe.embed import get_model
+    from geomoe.embed.pipeline import get_model
     from geomoe.model import checkpoint_sha256
 
     model = get_model(ckpt, checkpoint_sha256(ckpt), torch.device("cpu"), compile=compile, precision=precision)
@@ -103,7 +103,7 @@ def model_only(ckpt: Path, batch_size: int, n_chips: int, precision: str = "auto
 
 def end_to_end(collection: Path, aoi: dict, ckpt: Path, out: Path, batch_size: int,
                precision: str = "auto", compile: bool = False) -> dict:
-    from geomoe.embed import embed_region
+    from geomoe.embed.pipeline import embed_region
 
     marks: list[tuple[float, int]] = []
     t = time.perf_counter()
@@ -126,8 +126,8 @@ def _vm(field: str) -> float:
 
 def _child(argv: list[str]) -> None:
     collection, aoi_json, ckpt, out, bs = argv
-    import geomoe.chips  # noqa: F401  (imports before the baseline)
-    import geomoe.embed  # noqa: F401
+    import geomoe.chips.plan  # noqa: F401  (imports before the baseline)
+    import geomoe.embed.pipeline  # noqa: F401
     import geomoe.model  # noqa: F401
 
     base = _vm("VmHWM")

@@ -55,7 +55,7 @@ def real_inputs(batch: int, device: str) -> tuple[torch.Tensor, dict]:
 
 
 def host_embed(model, x: torch.Tensor, meta: dict):
-    """A callable that runs geomoe.embed's path: pinned host chips -> GPU -> bf16 embed -> host."""
+    """A callable that runs geomoe.embed.pipeline's path: pinned host chips -> GPU -> bf16 embed -> host."""
     xh, mh = x.cpu().pin_memory(), {k: v.cpu().pin_memory() for k, v in meta.items()}
 
     def run():
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         del x, meta
         torch.cuda.empty_cache()
 
-    # host -> GPU -> host, as geomoe.embed does it (pinned memory, non-blocking copy, bf16 autocast)
+    # host -> GPU -> host, as geomoe.embed.pipeline does it (pinned memory, non-blocking copy, bf16 autocast)
     for b in args.batches:
         run_embed = host_embed(ours, *real_inputs(b, "cpu"))
         t = cuda_time(run_embed, max(3, args.reps * 1024 // b))

@@ -100,7 +100,7 @@ def train_step_fns(batch: int, device: str, ck: dict, compiled: bool = False) ->
 
     def ours(compile_it: bool = False):
         model = load_checkpoint(CKPT, map_location=device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as geomoe.train uses it
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as geomoe.train.loop uses it
         return (compile_for_training(model) if compile_it else model), opt
 
     def step_ours(model, opt, bf16: bool):

@@ -48,7 +48,7 @@ _short_openmp_spins()
 
 # ------------------------------------------------------------------------------ public API
 #: The public API: one function per pipeline step. Everything else is reached through its
-#: module (``geomoe.chips.ChipPlan``, ``geomoe.cube.open_group``, ...) and may change.
+#: module (``geomoe.chips.plan.ChipPlan``, ``geomoe.cube.store.open_group``, ...) and may change.
 __all__ = [
     "search",
     "load_aoi",
@@ -64,18 +64,15 @@ __all__ = [
 #: public name -> (module, attribute). Resolved on first use (PEP 562), so ``import geomoe``
 #: stays light (no torch, xarray or prefect) and the OpenMP setting above still precedes torch.
 _PUBLIC = {
-    "search": ("geomoe.catalog", "search"),
-    "load_aoi": ("geomoe.aoi", "load_aoi"),
-    "plan_chips": ("geomoe.chips", "plan_chips"),
-    "iter_chips": ("geomoe.chips", "iter_chips"),
+    "search": ("geomoe.stac.search", "search"),
+    "load_aoi": ("geomoe.stac.aoi", "load_aoi"),
+    "plan_chips": ("geomoe.chips.plan", "plan_chips"),
+    "iter_chips": ("geomoe.chips.plan", "iter_chips"),
     "load_model": ("geomoe.api", "load_model"),
-    "embed_region": ("geomoe.embed", "embed_region"),
-    "open_cube": ("geomoe.cube_reader", "open_cube"),
+    "embed_region": ("geomoe.embed.pipeline", "embed_region"),
+    "open_cube": ("geomoe.cube.reader", "open_cube"),
     "pretrain": ("geomoe.api", "pretrain"),
-    # the module geomoe.probe shares this name until the evaluation code moves to its own
-    # subpackage; it is callable (geomoe.probe(...) is geomoe.probe.run_probe(...)), so the name
-    # means the same whether or not the module was imported first
-    "probe": ("geomoe.probe", None),
+    "probe": ("geomoe.evaluate.probe", "run_probe"),
 }
 
 
@@ -85,9 +82,7 @@ def __getattr__(name: str):
     from importlib import import_module
 
     module, attr = _PUBLIC[name]
-    obj = import_module(module)
-    if attr is not None:
-        obj = getattr(obj, attr)
+    obj = getattr(import_module(module), attr)
     globals()[name] = obj
     return obj
 
@@ -97,10 +92,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
-    from geomoe import probe
-    from geomoe.aoi import load_aoi
+    from geomoe.stac.aoi import load_aoi
     from geomoe.api import load_model, pretrain
-    from geomoe.catalog import search
-    from geomoe.chips import iter_chips, plan_chips
-    from geomoe.cube_reader import open_cube
-    from geomoe.embed import embed_region
+    from geomoe.stac.search import search
+    from geomoe.chips.plan import iter_chips, plan_chips
+    from geomoe.cube.reader import open_cube
+    from geomoe.embed.pipeline import embed_region
+    from geomoe.evaluate.probe import run_probe as probe

@@ -1,7 +1,7 @@
 """Public entry points that are not one module's own function: ``load_model`` and ``pretrain``.
 
 Both are re-exported by ``geomoe`` (``geomoe.load_model``, ``geomoe.pretrain``); they wrap
-:func:`geomoe.model.load_checkpoint` and :func:`geomoe.train.train` with the CLI's defaults, so a
+:func:`geomoe.model.load_checkpoint` and :func:`geomoe.train.loop.train` with the CLI's defaults, so a
 script and ``geomoe pretrain`` take the same inputs.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from geomoe.model import MoEMAE
-    from geomoe.train import TrainConfig, TrainResult
+    from geomoe.train.loop import TrainConfig, TrainResult
 
 
 def load_model(checkpoint: str | os.PathLike | None = None, *, device: str = "cpu") -> "MoEMAE":
@@ -43,7 +43,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, *, device: str = "cp
         The file is missing, unsafe (pickle code), corrupt or not an MoE-MAE checkpoint.
     """
     from geomoe.device import resolve_device
-    from geomoe.embed import resolve_checkpoint
+    from geomoe.embed.pipeline import resolve_checkpoint
     from geomoe.model import load_checkpoint
 
     return load_checkpoint(resolve_checkpoint(checkpoint), map_location=resolve_device(device))
@@ -101,27 +101,27 @@ def pretrain(
     log : callable, optional
         Receives one line of progress per logged step; None is silent.
     **settings
-        Fields of :class:`geomoe.train.TrainConfig`: ``steps`` (default 1000), ``size`` ("S",
+        Fields of :class:`geomoe.train.loop.TrainConfig`: ``steps`` (default 1000), ``size`` ("S",
         "XS", "XXS"), ``batch_size`` (chips per step), ``lr``, ``seed``, ``device``,
         ``precision``, ``compile``, ... On ``resume`` unset fields keep their saved values.
 
     Returns
     -------
-    geomoe.train.TrainResult
+    geomoe.train.loop.TrainResult
         ``step`` reached of ``steps``, ``stopped`` ("done", "stop_at_step" or "time_limit"),
         ``final_loss``, ``elapsed_s`` (seconds), ``model_path`` (the ``.safetensors`` to embed
         with) and the other files of the run.
 
     Raises
     ------
-    geomoe.train.TrainConfigError
+    geomoe.train.loop.TrainConfigError
         A setting is unknown or out of range (nothing is written).
     geomoe.errors.GeomoeError
         Bad AOI, catalog, search without scenes, a refused ``out``: before anything is written.
     """
-    from geomoe.aoi import load_aoi
-    from geomoe.catalog import search
-    from geomoe.train import check_run_folder, train
+    from geomoe.stac.aoi import load_aoi
+    from geomoe.stac.search import search
+    from geomoe.train.loop import check_run_folder, train
 
     out = Path(out)
     config = _config(settings, out, resume)  # bad settings: refused before the search
@@ -142,7 +142,7 @@ def pretrain(
 
 def _config(settings: dict[str, Any], out: Path, resume: bool) -> "TrainConfig | None":
     """The TrainConfig of ``settings``: on ``resume`` over the saved one (None keeps it whole)."""
-    from geomoe.train import TrainConfig, TrainConfigError, read_run_json
+    from geomoe.train.loop import TrainConfig, TrainConfigError, read_run_json
 
     known = [f.name for f in dataclasses.fields(TrainConfig)]
     unknown = sorted(set(settings) - set(known))

@@ -26,7 +26,7 @@ def data_dir() -> Path:
 
 
 def catalogs_dir() -> Path:
-    """The bundled catalog's folder (what ``geomoe catalog build`` writes)."""
+    """The bundled catalog's folder (what ``scripts/build_catalog.py`` writes)."""
     return data_dir() / "catalogs"
 
 

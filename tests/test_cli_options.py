@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from geomoe.cli import build_parser, main
-from geomoe.commands import RangeType
+from geomoe.options import RangeType
 
 
 def _walk(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):

@@ -83,12 +83,12 @@ from geomoe.errors import MissingExtraError
 build_parser()
 out = {{"modules": len(mods)}}
 try:
-    from geomoe.probe import run_probe
+    from geomoe.evaluate.probe import run_probe
     run_probe(report={report!r})
 except MissingExtraError as exc:
     out["probe"] = str(exc)
 try:
-    from geomoe.reader import load_xarray
+    from geomoe.chips.assets import load_xarray
     load_xarray([])
 except MissingExtraError as exc:
     out["odc"] = str(exc)

@@ -19,7 +19,7 @@ def test_chip_meters_and_pooling_names_are_defined_once():
     defs = {name: [f for f, text in _sources().items()
                    if re.search(rf"^{name}\s*(:[^=\n]*)?=", text, re.M)]
             for name in ("CHIP_METERS", "CHIP_PIXELS", "POOLINGS")}
-    assert defs == {"CHIP_METERS": ["geomoe/grid.py"], "CHIP_PIXELS": ["geomoe/grid.py"],
+    assert defs == {"CHIP_METERS": ["geomoe/chips/grid.py"], "CHIP_PIXELS": ["geomoe/chips/grid.py"],
                     "POOLINGS": ["geomoe/model/config.py"]}
     literal = re.compile(r"""["']mean["'],\s*["']cls["'],\s*["']patch_mean["']""")
     assert [f for f, text in _sources().items() if literal.search(text)] == ["geomoe/model/config.py"]

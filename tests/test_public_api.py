@@ -37,25 +37,22 @@ def test_all_is_exactly_the_public_api():
 
 
 def test_each_name_resolves_to_the_documented_function():
-    from geomoe.aoi import load_aoi
+    from geomoe.stac.aoi import load_aoi
     from geomoe.api import load_model, pretrain
-    from geomoe.catalog import search
-    from geomoe.chips import iter_chips, plan_chips
-    from geomoe.cube_reader import open_cube
-    from geomoe.embed import embed_region
-    from geomoe.probe import run_probe
+    from geomoe.stac.search import search
+    from geomoe.chips.plan import iter_chips, plan_chips
+    from geomoe.cube.reader import open_cube
+    from geomoe.embed.pipeline import embed_region
+    from geomoe.evaluate.probe import run_probe
 
     want = {"search": search, "load_aoi": load_aoi, "plan_chips": plan_chips, "iter_chips": iter_chips,
             "load_model": load_model, "embed_region": embed_region, "open_cube": open_cube,
-            "pretrain": pretrain}
+            "pretrain": pretrain, "probe": run_probe}
     for name, fn in want.items():
         assert getattr(geomoe, name) is fn
     for name in PUBLIC:  # numpy-style documentation on every public function
-        doc = inspect.getdoc(run_probe if name == "probe" else getattr(geomoe, name))
+        doc = inspect.getdoc(getattr(geomoe, name))
         assert "Parameters\n----------" in doc and "Returns\n-------" in doc, name
-    # probe: the module geomoe.probe is imported by now; the name still calls run_probe
-    assert callable(geomoe.probe) and geomoe.probe.__call__ == run_probe
-    assert inspect.signature(geomoe.probe) == inspect.signature(run_probe)
     ns: dict = {}
     exec("from geomoe import *", ns)
     assert set(PUBLIC) <= set(ns) and "__version__" not in ns
@@ -71,11 +68,10 @@ def test_import_geomoe_is_light_and_sets_openmp_first():
     assert got == {"mods": [], "gomp": geomoe.OPENMP_SPINCOUNT}
 
 
-def test_probe_means_run_probe_whichever_is_imported_first():
-    got = _fresh("import json, geomoe.probe as m\nimport geomoe\nfrom geomoe import probe\n"
-                 "print(json.dumps([probe is m, geomoe.probe is m, m.__call__ is m.run_probe, "
-                 "'run_probe' in dir(m)]))")
-    assert got == [True, True, True, True]
+def test_probe_is_run_probe_whichever_is_imported_first():
+    got = _fresh("import json, geomoe.evaluate.probe as m\nimport geomoe\nfrom geomoe import probe\n"
+                 "print(json.dumps([probe is m.run_probe, geomoe.probe is m.run_probe]))")
+    assert got == [True, True]
 
 
 def test_load_model_loads_eval_model_and_defaults_to_demo(tmp_path, monkeypatch):
@@ -100,7 +96,7 @@ def test_load_model_loads_eval_model_and_defaults_to_demo(tmp_path, monkeypatch)
 
 
 def test_pretrain_runs_stops_and_resumes(tmp_path):
-    from geomoe.train import TrainConfigError
+    from geomoe.train.loop import TrainConfigError
 
     out = tmp_path / "run"
     with pytest.raises(TrainConfigError, match="unknown pretrain setting.*stepz"):

@@ -93,7 +93,7 @@ def test_installed_wheel_embeds_a_named_aoi_outside_the_checkout(venv, tmp_path)
     elsewhere.mkdir()
     env = _clean_env()
     probe = _run([str(venv / "bin" / "python"), "-c",
-                  "import json, sys, geomoe, geomoe.resources as r, geomoe.catalog as c; "
+                  "import json, sys, geomoe, geomoe.resources as r, geomoe.stac.search as c; "
                   "print(json.dumps([geomoe.__file__, str(r.demo_checkpoint()), "
                   "str(c.BUNDLED_CATALOG), r.aoi_names(), "
                   "[m for m in sys.modules if 'editable' in m]]))"],

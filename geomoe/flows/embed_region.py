@@ -45,11 +45,11 @@ from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
 from geomoe.device import infer_bf16, resolve_device
-from geomoe.embed import (EmbedRequest, EmbedSummary, Progress, cube_run, embed_tile, prepared_for,
+from geomoe.embed.pipeline import (EmbedRequest, EmbedSummary, Progress, cube_run, embed_tile, prepared_for,
                           search_and_plan)
 from geomoe.errors import GeomoeError
-from geomoe.stac_output import write_cube_item
-from geomoe.tiles import CubeTile
+from geomoe.cube.stac_item import write_cube_item
+from geomoe.cube.layout import CubeTile
 
 # Imported as geomoe.flows.embed_region (prefect.yaml, the CLI), this module is pickled by
 # reference like the rest of geomoe, which every Dask worker has installed. Loaded some other way
@@ -156,8 +156,8 @@ def _request_signature(fn: Callable[..., dict]) -> Callable[..., dict]:
     """Give ``fn(**params)`` the flow fields of :class:`EmbedRequest` as its signature (types,
     defaults) and their help as its parameter docs: Prefect's parameter schema, validation and
     UI then follow the one definition, and a new request field is a new flow parameter."""
-    from geomoe.commands.embed import add_request_arguments
-    from geomoe.embed_request import request_fields
+    from geomoe.cli.embed import add_request_arguments
+    from geomoe.embed.request import request_fields
 
     hints = typing.get_type_hints(EmbedRequest)
     fields = request_fields("flow")
@@ -181,7 +181,7 @@ def _request_signature(fn: Callable[..., dict]) -> Callable[..., dict]:
 def embed_region_flow(**params: Any) -> dict:
     """Embed every chip of ``aoi`` (path, URL or inline GeoJSON) into the Zarr cube ``out``.
 
-    Its parameters are the flow fields of :class:`geomoe.embed_request.EmbedRequest`.
+    Its parameters are the flow fields of :class:`geomoe.embed.request.EmbedRequest`.
     """
     log = get_run_logger()
     t0 = time.perf_counter()
@@ -191,7 +191,7 @@ def embed_region_flow(**params: Any) -> dict:
     device, precision = req.device, req.precision
     planned = search_and_plan(req)  # every cheap check; bad input: nothing is created
     if req.plot:  # a foreign file at <out>.png is refused before any work, not after it
-        from geomoe.plot import check_plot_out
+        from geomoe.viz import check_plot_out
 
         check_plot_out(Path(req.out).with_name(Path(req.out).name + ".png"), Path(req.out))
     info = {"device": device, "precision": precision, "runner": "prefect",
@@ -250,7 +250,7 @@ def embed_region_flow(**params: Any) -> dict:
                    read_workers=sorted({r["read_workers"] for r in results}))
     print(str(s))
     if req.plot:
-        from geomoe.plot import plot_cube
+        from geomoe.viz import plot_cube
 
         png = plot_cube(req.out)
         summary["plot"] = str(png)

@@ -5,7 +5,7 @@ Deployments (prefect.yaml):
 - ``pretrain/manual`` -> :func:`pretrain_flow`: one pretraining run into ``out``; it resumes
   automatically when ``out`` already holds a training state (``resume: auto``).
 - ``pretrain/scheduled`` -> :func:`retrain_flow`: weekly cron; fine-tunes the latest model of
-  ``root`` on the scenes catalogued after the last run's data end date (see geomoe.retrain).
+  ``root`` on the scenes catalogued after the last run's data end date (see geomoe.train.retrain).
 
 Both flows are named ``pretrain``: Prefect names a deployment ``<flow name>/<deployment>``, so
 the two deployments keep their names (and a server's existing schedule is updated in place by
@@ -35,7 +35,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from geomoe.train import TrainConfig
+from geomoe.train.loop import TrainConfig
 
 
 class _ArtifactSink:
@@ -111,9 +111,9 @@ def pretrain_flow(
 ) -> dict[str, Any]:
     """Pretrain the MoE-MAE on chips of ``aoi`` into ``out``; resumes ``out`` (``resume``:
     auto = when it holds a training state, yes, no)."""
-    from geomoe.aoi import load_aoi
-    from geomoe.catalog import search
-    from geomoe.train import train
+    from geomoe.stac.aoi import load_aoi
+    from geomoe.stac.search import search
+    from geomoe.train.loop import train
 
     _set_threads(threads)
     out_dir = Path(out)
@@ -158,7 +158,7 @@ def retrain_flow(
     ``base_checkpoint``, default the demo checkpoint where it exists; "scratch": random weights) for
     ``finetune_steps`` on the scenes after the last round's data end date (first time:
     ``since``); none new: status "no-new-scenes"."""
-    from geomoe.retrain import scheduled_retrain
+    from geomoe.train.retrain import scheduled_retrain
 
     _set_threads(threads)
     cfg = _config(size=size, steps=finetune_steps, batch_size=batch_size, seed=seed,

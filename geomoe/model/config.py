@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from geomoe.bands import BANDS, PUBLISHED, Normalisation
+from geomoe.chips.bands import BANDS, PUBLISHED, Normalisation
 from geomoe.errors import CheckpointError
 
 #: How an embedding pools the encoder's tokens (see MoEMAE.embed); the one list the CLI, the

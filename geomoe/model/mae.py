@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from geomoe.bands import Normalisation
+from geomoe.chips.bands import Normalisation
 from geomoe.errors import GeomoeError
 from geomoe.model import compile as _compile  # one way: compile names MoEMAE for annotations only
 from geomoe.model.config import POOLINGS, ModelConfig, config_for
@@ -168,7 +168,7 @@ class MoEMAE(nn.Module):
                 got = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
                 raise ModelInputError(
                     f"{name} must be a (B, 2) = ({b}, 2) tensor of (sin, cos), got {got}; "
-                    f"use geomoe.meta.encode_{'latlon' if name in ('lat', 'lon') else name} or pass None"
+                    f"use geomoe.chips.meta.encode_{'latlon' if name in ('lat', 'lon') else name} or pass None"
                 )
 
     def _meta_tokens(self, images: Tensor, meta: dict[str, Tensor | None]) -> Tensor:

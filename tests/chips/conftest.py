@@ -34,7 +34,7 @@ def bundled_items(bundled_catalog: Path) -> dict[str, pystac.Item]:
 
 @pytest.fixture(scope="session")
 def aois(repo_root: Path):
-    from geomoe.aoi import load_aoi
+    from geomoe.stac.aoi import load_aoi
 
     return lambda name: load_aoi(repo_root / "catalogs" / "aois" / f"{name}.geojson")
 

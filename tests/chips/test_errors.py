@@ -8,9 +8,9 @@ import json
 import pystac
 import pytest
 
-from geomoe.chips import iter_chips, plan_chips
+from geomoe.chips.plan import iter_chips, plan_chips
 from geomoe.errors import GeomoeError, MissingBandError, NoScenesError, RasterReadError
-from geomoe.grid import UnknownCRSError, item_epsg
+from geomoe.chips.grid import UnknownCRSError, item_epsg
 
 from .conftest import LIVERPOOL, derive_item
 

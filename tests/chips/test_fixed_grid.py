@@ -11,8 +11,8 @@ import rasterio.warp
 from pyproj import Transformer
 from rasterio.transform import rowcol
 
-from geomoe.chips import CHIP_METERS, CHIP_PIXELS, iter_chips, plan_chips
-from geomoe.meta import encode_hour, encode_week
+from geomoe.chips.plan import CHIP_METERS, CHIP_PIXELS, iter_chips, plan_chips
+from geomoe.chips.meta import encode_hour, encode_week
 
 from .conftest import LIVERPOOL, chip_pixel_centres, derive_item
 
@@ -79,14 +79,14 @@ def test_liverpool_pixels_match_direct_read_of_source(bundled_items, shared_data
         np.testing.assert_array_equal(px[k], exp, err_msg=f"chip {idx[k]}")
     assert (cat("valid") == 1.0).sum() > 40  # the interior chips are whole
     # the published normalisation of the same DN (a model's own: model.preprocess)
-    from geomoe.bands import PUBLISHED
+    from geomoe.chips.bands import PUBLISHED
 
     z = PUBLISHED(batches[0].pixels)
     assert z.dtype == np.float32 and z.shape == batches[0].pixels.shape
 
 
 def test_lazy_xarray_path_matches_chips(bundled_items):
-    from geomoe.reader import load_xarray
+    from geomoe.chips.assets import load_xarray
 
     item = bundled_items[LIVERPOOL]
     _, cat = _all(iter_chips([item], min_valid=0.0))
@@ -101,7 +101,7 @@ def test_lazy_xarray_path_matches_chips(bundled_items):
         i, j = (r1 - 1 - int(idx["row"][k])) * 40, (int(idx["col"][k]) - c0) * 40
         np.testing.assert_array_equal(arr[:, i : i + 40, j : j + 40], px[k])
     # the same through a plan group
-    from geomoe.chips import load_group
+    from geomoe.chips.plan import load_group
 
     da2 = load_group(plan_chips([item]).groups[0])
     np.testing.assert_array_equal(da2.isel(time=0).values, arr)
@@ -177,7 +177,7 @@ def test_window_epsg_and_determinism(bundled_items):
 
 def test_search_then_chips_end_to_end(aois, shared_data):
     """The public path: bundled-catalog search with the Liverpool AOI, then iter_chips."""
-    from geomoe.catalog import search
+    from geomoe.stac.search import search
 
     aoi = aois("liverpool")
     items = search(None, aoi)
@@ -256,7 +256,7 @@ def test_plan_real_api_items_offline(shared_data):
 def test_chip_batch_take_and_concat_keep_every_field_in_step(bundled_items):
     """The one chip container: selections and concatenations keep each chip's fields together;
     skipped chips are reported once (concat keeps them, a selection carries none)."""
-    from geomoe.chips import ChipBatch
+    from geomoe.chips.plan import ChipBatch
 
     batches = list(iter_chips([bundled_items[LIVERPOOL]], batch_size=7, min_valid=0.9))
     assert sum(len(b.skipped_valid) for b in batches) > 0  # some Liverpool chips are cloudy

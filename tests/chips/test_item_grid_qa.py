@@ -10,8 +10,8 @@ import rasterio
 from pyproj import Transformer
 from shapely.geometry import box
 
-from geomoe.chips import iter_chips, plan_chips
-from geomoe.qa import bitmask
+from geomoe.chips.plan import iter_chips, plan_chips
+from geomoe.chips.qa import bitmask
 
 from .conftest import COLOMBIA, GREENLAND, chip_pixel_centres
 
@@ -132,7 +132,7 @@ def test_all_cloud_area_yields_zero_chips_and_says_so(bundled_items, shared_data
     aoi = box(min(lon), min(lat), max(lon), max(lat))
     plan = plan_chips([item], aoi=aoi)
     assert len(plan) > 100  # many 1200 m chips planned over the cloudy area
-    with caplog.at_level(logging.WARNING, logger="geomoe.chips"):
+    with caplog.at_level(logging.WARNING, logger="geomoe.chips.plan"):
         stream = iter_chips([item], aoi=aoi, plan=plan)
         batches = list(stream)
     assert sum(len(b) for b in batches) == 0

@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from geomoe.meta import encode_datetime64, encode_hour, encode_latlon, encode_week, week_of_year
+from geomoe.chips.meta import encode_datetime64, encode_hour, encode_latlon, encode_week, week_of_year
 
 
 def test_week_iso_and_angle():

@@ -11,8 +11,8 @@ import numpy as np
 import pystac
 import pytest
 
-from geomoe.chips import iter_chips, plan_chips
-from geomoe.reader import SignerMissingError, default_patch_url, is_planetary_computer
+from geomoe.chips.plan import iter_chips, plan_chips
+from geomoe.chips.assets import SignerMissingError, default_patch_url, is_planetary_computer
 
 from .conftest import LIVERPOOL
 
@@ -68,7 +68,7 @@ def test_default_patch_url_signs_only_planetary_computer_hrefs(shared_data, bund
 @pytest.mark.skipif(importlib.util.find_spec("planetary_computer") is not None,
                     reason="the pc extra is installed")
 def test_embed_refuses_planetary_computer_items_without_the_signer_before_reading(shared_data):
-    from geomoe.embed import check_assets
+    from geomoe.embed.pipeline import check_assets
 
     cassettes = shared_data / "stac-items" / "pystac-client-cassettes"
     pc = pystac.Item.from_file(str(cassettes / "LC09_L2SR_084073_20250722_02_T1.json"))

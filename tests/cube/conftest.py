@@ -46,7 +46,7 @@ def portugal_aoi() -> str:
 @pytest.fixture(scope="session")
 def liverpool_reference(tmp_path_factory, liverpool_aoi, ckpt_xxs):
     """One uninterrupted Liverpool run (tile_size=2 -> 6 tiles): the reference cube."""
-    from geomoe.embed import embed_region
+    from geomoe.embed.pipeline import embed_region
 
     out = tmp_path_factory.mktemp("ref") / "liverpool.zarr"
     summary = embed_region(str(liverpool_aoi), checkpoint=ckpt_xxs, out=out, batch_size=8, tile_size=2)

@@ -20,8 +20,8 @@ import xarray as xr
 import zarr
 
 import geomoe
-from geomoe.cube import CubeMismatchError, open_group
-from geomoe.embed import EmbedRequest, embed_region, reopen
+from geomoe.cube.store import CubeMismatchError, open_group
+from geomoe.embed.pipeline import EmbedRequest, embed_region, reopen
 
 from .test_crash import RUN
 

@@ -2,7 +2,7 @@
 
 The run is a real subprocess killed with a real SIGKILL: either by the test (after the
 first progress line, wherever the run is) or by itself at an exact point via the
-GEOMOE_FAULT hook (geomoe/faults.py), e.g. between a tile's chunk writes and its
+GEOMOE_FAULT hook (geomoe/testing.py), e.g. between a tile's chunk writes and its
 completion record.
 """
 
@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import zarr
 
-from geomoe.cube import open_group
-from geomoe.embed import embed_region
+from geomoe.cube.store import open_group
+from geomoe.embed.pipeline import embed_region
 
 RUN = textwrap.dedent("""
     import sys
-    from geomoe.embed import embed_region
+    from geomoe.embed.pipeline import embed_region
     embed_region(sys.argv[1], checkpoint=sys.argv[2], out=sys.argv[3], batch_size=8, tile_size=2,
                  progress=lambda p: print(p.line(), file=sys.stderr, flush=True))
     print("finished", flush=True)

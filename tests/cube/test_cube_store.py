@@ -1,7 +1,7 @@
 """The Zarr cube store on its own: layout, CRS, NaN semantics, alignment, lock, identity.
 
 Real arrays written through the real Cube API (no model needed): the layout comes from a
-chip plan built by hand the same way geomoe.chips.plan_chips reports one.
+chip plan built by hand the same way geomoe.chips.plan.plan_chips reports one.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 import xarray as xr
 import zarr
 
-from geomoe.cube import (Cube, CubeMismatchError, CubeWriteError, MisalignedRegionError, ensure_writable,
+from geomoe.cube.store import (Cube, CubeMismatchError, CubeWriteError, MisalignedRegionError, ensure_writable,
                          open_group)
-from geomoe.lock import CubeLockedError, store_lock
-from geomoe.tiles import CubeTile, group_name, specs_from_plan
+from geomoe.embed.lock import CubeLockedError, store_lock
+from geomoe.cube.layout import CubeTile, group_name, specs_from_plan
 
 ITEM = types.SimpleNamespace(id="L1", bbox=[-3.2, 53.3, -2.9, 53.5],
                              datetime=__import__("datetime").datetime(2020, 9, 27, 11, 10, 50),
@@ -149,7 +149,7 @@ def test_lock_refuses_second_writer_and_dies_with_its_holder(tmp_path):
     # a holder killed with SIGKILL leaves no stale lock
     code = textwrap.dedent(f"""
         import sys, time
-        from geomoe.lock import store_lock
+        from geomoe.embed.lock import store_lock
         with store_lock({str(path)!r}):
             print("locked", flush=True)
             time.sleep(60)

@@ -19,10 +19,10 @@ import pytest
 import xarray as xr
 import zarr
 
-from geomoe.cube import CubeMismatchError, ForeignStoreError, open_group
-from geomoe.embed import EmbedRequest, embed_region, prepare, search_and_plan
+from geomoe.cube.store import CubeMismatchError, ForeignStoreError, open_group
+from geomoe.embed.pipeline import EmbedRequest, embed_region, prepare, search_and_plan
 from geomoe.errors import CheckpointError, RasterReadError
-from geomoe.lock import store_lock
+from geomoe.embed.lock import store_lock
 
 from .conftest import LIVERPOOL_ITEM, copy_liverpool_catalog
 
@@ -134,7 +134,7 @@ def test_unfinished_skeleton_other_settings_refused_same_settings_rebuilt(liverp
 # ------------------------------------------------------------------ 2. identity
 PARTIAL = textwrap.dedent("""
     import sys
-    from geomoe.embed import embed_region
+    from geomoe.embed.pipeline import embed_region
     embed_region(sys.argv[1], checkpoint=sys.argv[2], out=sys.argv[3], batch_size=8, tile_size=2)
 """)
 

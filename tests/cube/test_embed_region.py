@@ -14,10 +14,10 @@ import torch
 import zarr
 from pyproj import Transformer
 
-from geomoe.cube import CubeMismatchError, open_group
-from geomoe.embed import embed_region, resolve_checkpoint
+from geomoe.cube.store import CubeMismatchError, open_group
+from geomoe.embed.pipeline import embed_region, resolve_checkpoint
 from geomoe.errors import AOIError, CheckpointError, NoScenesError
-from geomoe.lock import CubeLockedError, store_lock
+from geomoe.embed.lock import CubeLockedError, store_lock
 
 from .conftest import LIVERPOOL_ITEM, copy_liverpool_catalog
 
@@ -64,9 +64,9 @@ def test_liverpool_cube_layout_coords_and_attrs(liverpool_reference, repo_root, 
 
 def test_embeddings_equal_the_model_on_the_same_chips(liverpool_reference, liverpool_aoi, ckpt_xxs):
     """Each stored vector is model.embed of that chip (placement and pooling are right)."""
-    from geomoe.aoi import load_aoi
-    from geomoe.catalog import search
-    from geomoe.chips import iter_chips
+    from geomoe.stac.aoi import load_aoi
+    from geomoe.stac.search import search
+    from geomoe.chips.plan import iter_chips
     from geomoe.model import load_checkpoint
 
     out, _ = liverpool_reference
@@ -98,7 +98,7 @@ def test_rerun_resumes_nothing_to_do_and_data_unchanged(liverpool_reference, liv
 
 def test_compile_has_no_effect_in_fp32_on_cpu(liverpool_reference, liverpool_aoi, ckpt_xxs, tmp_path):
     """--compile acts where the model runs in bf16; a CPU fp32 cube is the same, embedded eager."""
-    from geomoe.embed import get_model
+    from geomoe.embed.pipeline import get_model
     from geomoe.model import checkpoint_sha256
 
     ref, _ = liverpool_reference
@@ -161,8 +161,8 @@ def test_item_grid_patches_go_to_the_chip_table(portugal_aoi, ckpt_xxs, tmp_path
     assert ok.sum() == s.chips_embedded and np.isfinite(ds.valid_fraction.values).sum() == s.chips_planned
     assert (ds.valid_fraction.values[~ok] < 0.9).all()  # the others were skipped for cloud/fill
     # every patch's valid fraction (kept or skipped) is its own, read directly with the chips API
-    from geomoe.catalog import search
-    from geomoe.chips import iter_chips
+    from geomoe.stac.search import search
+    from geomoe.chips.plan import iter_chips
 
     direct = {}
     for b in iter_chips(search(None, portugal_aoi), aoi=portugal_aoi, min_valid=0.0):

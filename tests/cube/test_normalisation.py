@@ -15,11 +15,11 @@ import pytest
 import torch
 import zarr
 
-from geomoe.bands import PUBLISHED, Normalisation, zscore
-from geomoe.cube import CubeMismatchError, open_group
-from geomoe.cube import ensure_writable
-from geomoe.embed import EmbedRequest, embed_region, embed_tile, prepare, search_and_plan
-from geomoe.lock import store_lock
+from geomoe.chips.bands import PUBLISHED, Normalisation, zscore
+from geomoe.cube.store import CubeMismatchError, open_group
+from geomoe.cube.store import ensure_writable
+from geomoe.embed.pipeline import EmbedRequest, embed_region, embed_tile, prepare, search_and_plan
+from geomoe.embed.lock import store_lock
 
 from .test_data_safety import tree_hash
 
@@ -46,9 +46,9 @@ def other_cube(tmp_path_factory, liverpool_aoi, ckpt_other_stats):
 
 def _expected(ckpt, aoi_path):
     """(x, y) -> (embedding with OTHER, embedding with PUBLISHED), z-scored here, not by geomoe."""
-    from geomoe.aoi import load_aoi
-    from geomoe.catalog import search
-    from geomoe.chips import iter_chips
+    from geomoe.stac.aoi import load_aoi
+    from geomoe.stac.search import search
+    from geomoe.chips.plan import iter_chips
     from geomoe.model import load_checkpoint
 
     model = load_checkpoint(ckpt)

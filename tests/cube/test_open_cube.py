@@ -16,8 +16,8 @@ import pytest
 import zarr
 
 import geomoe
-from geomoe.cube import open_group, tile_done_path
-from geomoe.cube_reader import CubeView
+from geomoe.cube.store import open_group, tile_done_path
+from geomoe.cube.reader import CubeView
 from geomoe.errors import CubeError
 
 from .conftest import LIVERPOOL_ITEM

@@ -13,7 +13,7 @@ SCRIPT = """
 import sys
 import matplotlib
 matplotlib.use("svg")  # stands in for a notebook's inline backend
-from geomoe.plot import plot_cube
+from geomoe.viz import plot_cube
 plot_cube(sys.argv[1], sys.argv[2])
 print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
 """

@@ -10,7 +10,7 @@ import weakref
 
 import torch
 
-from geomoe import embed as emb
+from geomoe.embed import pipeline as emb
 from geomoe.model import checkpoint_sha256
 from tests.conftest import seeded_checkpoint
 

@@ -38,7 +38,7 @@ def embed_flow_module():
 @pytest.fixture(scope="session")
 def single_process_cube(tmp_path_factory, repo_root, flow_ckpt):
     """The library (single-process) run every distributed run must equal."""
-    from geomoe.embed import embed_region
+    from geomoe.embed.pipeline import embed_region
 
     out = tmp_path_factory.mktemp("single") / "liverpool.zarr"
     embed_region(str(repo_root / "catalogs" / "aois" / "liverpool.geojson"), checkpoint=flow_ckpt,
@@ -49,7 +49,7 @@ def single_process_cube(tmp_path_factory, repo_root, flow_ckpt):
 def assert_same_cube(a: Path, b: Path, group: str = "utm30n") -> None:
     import numpy as np
 
-    from geomoe.cube import open_group
+    from geomoe.cube.store import open_group
 
     x, y = open_group(a, group), open_group(b, group)
     np.testing.assert_allclose(x.embedding.values, y.embedding.values, rtol=0, atol=1e-6)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from geomoe.cli import build_parser
-from geomoe.commands.embed import flow_params, request_from_args
-from geomoe.embed_request import EmbedRequest, option, request_fields
+from geomoe.cli.embed import flow_params, request_from_args
+from geomoe.embed.request import EmbedRequest, option, request_fields
 from geomoe.errors import GeomoeError
 
 #: Options of `geomoe embed-region` that say how to run or print, not what to compute.
@@ -127,7 +127,7 @@ def test_plain_run_and_flow_share_the_request(repo_root, flow_ckpt):
 
 
 def test_embed_region_takes_the_library_fields():
-    from geomoe.embed import embed_region
+    from geomoe.embed.pipeline import embed_region
 
     sig = inspect.signature(embed_region).parameters
     lib = {f.name: (inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
@@ -138,7 +138,7 @@ def test_embed_region_takes_the_library_fields():
 
 def test_choices_are_the_library_names():
     from geomoe.device import PRECISIONS
-    from geomoe.grid import GRID_MODES
+    from geomoe.chips.grid import GRID_MODES
     from geomoe.model import POOLINGS
 
     meta = {f.name: f.metadata for f in dataclasses.fields(EmbedRequest)}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from geomoe.bands import PUBLISHED, Normalisation, zscore
+from geomoe.chips.bands import PUBLISHED, Normalisation, zscore
 from geomoe.errors import CheckpointError
 from geomoe.model import build_model, load_checkpoint, save_checkpoint, save_published
 

@@ -13,14 +13,14 @@ EUROPE = REPO / "catalogs" / "aois" / "europe.geojson"
 @pytest.fixture(scope="session")
 def europe_items():
     """All items of the bundled catalog inside the Europe AOI (200 patches + Liverpool)."""
-    from geomoe.catalog import search
+    from geomoe.stac.search import search
 
     return search(None, str(EUROPE))
 
 
 @pytest.fixture(scope="session")
 def europe_aoi():
-    from geomoe.aoi import load_aoi
+    from geomoe.stac.aoi import load_aoi
 
     return load_aoi(str(EUROPE))
 

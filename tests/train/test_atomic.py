@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from geomoe.errors import CheckpointError
-from geomoe.train_state import load_state, save_state
+from geomoe.train.state import load_state, save_state
 
 WRITER = textwrap.dedent(
     """
     import sys, torch
-    from geomoe.train_state import save_state
+    from geomoe.train.state import save_state
     path = sys.argv[1]
     save_state(path, {"version": 1, "blob": torch.arange(1000, dtype=torch.float32)})
     print("saved", flush=True)

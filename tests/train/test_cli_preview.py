@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from geomoe.cli import main
-from geomoe.train import WarmupCosine, unpatchify
+from geomoe.train.loop import WarmupCosine, unpatchify
 
 from .conftest import REPO
 
@@ -73,8 +73,8 @@ def test_unpatchify_inverts_the_models_patchify():
 def test_cli_compile_flag_and_resume(tmp_path):
     """--compile / --no-compile set TrainConfig.compile; a resume without either keeps the saved value."""
     from geomoe.cli import build_parser
-    from geomoe.commands.pretrain import _config_from_args
-    from geomoe.train import TrainConfig
+    from geomoe.cli.pretrain import _config_from_args
+    from geomoe.train.loop import TrainConfig
 
     parse = build_parser(only="pretrain").parse_args
     out = tmp_path / "run"

@@ -7,10 +7,10 @@ import csv
 import pytest
 import torch
 
-from geomoe.bands import PUBLISHED, Normalisation
+from geomoe.chips.bands import PUBLISHED, Normalisation
 from geomoe.model import build_model, load_checkpoint, save_checkpoint
-from geomoe.train import TrainConfig, train
-from geomoe.train_state import load_state
+from geomoe.train.loop import TrainConfig, train
+from geomoe.train.state import load_state
 
 OTHER = Normalisation(tuple(m * 0.5 + 1000.3 for m in PUBLISHED.mean), tuple(s * 1.7 for s in PUBLISHED.std))
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from geomoe.device import DeviceError, _cpu_flags, native_bf16, train_bf16
-from geomoe.train import TrainConfig, train
+from geomoe.train.loop import TrainConfig, train
 
 
 def test_precision_choice(monkeypatch):

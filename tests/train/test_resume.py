@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from geomoe.train import TrainConfig, train
-from geomoe.train_state import ResumeMismatchError, load_state
+from geomoe.train.loop import TrainConfig, train
+from geomoe.train.state import ResumeMismatchError, load_state
 
 
 def _rows(path):

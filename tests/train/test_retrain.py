@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from geomoe.retrain import read_ledger, scheduled_retrain
-from geomoe.train import TrainConfig
-from geomoe.train_state import load_state
+from geomoe.train.retrain import read_ledger, scheduled_retrain
+from geomoe.train.loop import TrainConfig
+from geomoe.train.state import load_state
 
 from .conftest import EUROPE
 

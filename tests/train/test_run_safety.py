@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from geomoe.cli import main
-from geomoe.train import RunFolderError, TrainConfig, TrainConfigError, train
+from geomoe.train.loop import RunFolderError, TrainConfig, TrainConfigError, train
 
 from .conftest import REPO
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geomoe.stream import EmptyChipStreamError, ShuffledChipStream
+from geomoe.train.stream import EmptyChipStreamError, ShuffledChipStream
 
 
 def _ids(stream, n, k):

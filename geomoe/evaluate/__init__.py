@@ -1,0 +1,3 @@
+"""Evaluating embeddings: :mod:`.probe` linear probes with cross-validation and reports,
+:mod:`.labels` BigEarthNet label vocabularies.
+"""
