@@ -62,3 +62,12 @@ open_fraction = RangeType(float, "in (0, 1), both ends excluded", lambda v: 0.0 
 #: [0, 100]: eo:cloud_cover percentages
 percent = RangeType(float, "in [0, 100] (percent)", lambda v: 0.0 <= v <= 100.0,
                     ("-1", "101", "nan"))
+
+
+#: Help of the STAC search options every data command shares (``--catalog``, ``--datetime``,
+#: ``--max-cloud``); the embed request and the flows take the same texts.
+SEARCH_HELP = {
+    "catalog": "STAC API URL, catalog.json/collection.json path or URL (default: the bundled catalog)",
+    "datetime": 'RFC 3339 instant or interval, e.g. "2020-01-01/.."',
+    "max_cloud": "max eo:cloud_cover (percent, 0-100)",
+}

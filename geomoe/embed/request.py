@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from geomoe.options import RangeType, fraction, percent, positive_int
+from geomoe.options import SEARCH_HELP, RangeType, fraction, percent, positive_int
 from geomoe.errors import GeomoeError
 from geomoe.model.config import POOLINGS
 
@@ -36,8 +36,9 @@ def param(default: Any = dataclasses.MISSING, help: str | None = None, *,
     """A request field: ``default`` (none: required) and how it is offered.
 
     ``type``: the range a number must lie in (the CLI's argparse type, and :meth:`validate`).
-    ``search``: one of the STAC search options every data command shares; the CLI adds those
-    with :func:`geomoe.cli.add_search_arguments`, which holds their help.
+    ``search``: one of the STAC search options every data command shares (help from
+    :data:`geomoe.options.SEARCH_HELP`); the CLI adds those with
+    :func:`geomoe.cli.common.add_search_arguments`.
     """
     return field(default=default, metadata={
         "help": help, "type": type, "choices": None if choices is None else tuple(choices),
@@ -58,9 +59,9 @@ class EmbedRequest:
 
     aoi: Any = param(help="GeoJSON file, URL, inline GeoJSON or a bundled AOI name (europe, liverpool)")
     out: str = param("cube.zarr", help="output Zarr store (default: cube.zarr)")
-    catalog: str | None = param(None, search=True)
-    datetime: str | None = param(None, search=True)
-    max_cloud: float | None = param(None, type=percent, search=True)
+    catalog: str | None = param(None, SEARCH_HELP["catalog"], search=True)
+    datetime: str | None = param(None, SEARCH_HELP["datetime"], search=True)
+    max_cloud: float | None = param(None, SEARCH_HELP["max_cloud"], type=percent, search=True)
     checkpoint: str | None = param(
         None, help="model weights (default: checkpoints/geomoe-demo-S.safetensors; the published "
                    "pretrained_S_best.pth also works)")

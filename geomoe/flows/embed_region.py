@@ -21,7 +21,6 @@ read them for ``geomoe embed-region --deployment`` (docs/deploy.md).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import dataclasses
@@ -156,7 +155,6 @@ def _request_signature(fn: Callable[..., dict]) -> Callable[..., dict]:
     """Give ``fn(**params)`` the flow fields of :class:`EmbedRequest` as its signature (types,
     defaults) and their help as its parameter docs: Prefect's parameter schema, validation and
     UI then follow the one definition, and a new request field is a new flow parameter."""
-    from geomoe.cli.embed import add_request_arguments
     from geomoe.embed.request import request_fields
 
     hints = typing.get_type_hints(EmbedRequest)
@@ -166,12 +164,8 @@ def _request_signature(fn: Callable[..., dict]) -> Callable[..., dict]:
                            default=inspect.Parameter.empty if f.default is dataclasses.MISSING
                            else f.default) for f in fields],
         return_annotation=dict)
-    parser = argparse.ArgumentParser()  # the CLI's help texts, search options included
-    add_request_arguments(parser)
-    helps = {a.dest: a.help for a in parser._actions}
     # Prefect reads parameter docs in Google style ("Args:")
-    args = [f"    {f.name}: {' '.join((f.metadata['help'] or helps.get(f.name) or '').split())}"
-            for f in fields]
+    args = [f"    {f.name}: {' '.join((f.metadata['help'] or '').split())}" for f in fields]
     fn.__doc__ = f"{inspect.cleandoc(fn.__doc__ or '')}\n\nArgs:\n" + "\n".join(args)
     return fn
 
