@@ -27,7 +27,8 @@ IMPORT_NAME = {
     "pystac": "pystac", "pystac-client": "pystac_client", "safetensors": "safetensors",
     "matplotlib": "matplotlib", "scikit-learn": "sklearn", "odc-stac": "odc",
     "stackstac": "stackstac", "prefect": "prefect", "prefect-dask": "prefect_dask",
-    "planetary-computer": "planetary_computer",
+    "planetary-computer": "planetary_computer", "geopandas": "geopandas", "pyarrow": "pyarrow",
+    "faiss-cpu": "faiss", "duckdb": "duckdb",
 }
 #: Modules that only the optional extras install (blocked below).
 OPTIONAL = ["sklearn", "odc", "prefect", "prefect_dask", "distributed", "stackstac",
@@ -75,7 +76,7 @@ for name in {optional!r}:
     sys.modules[name] = None  # as if not installed
 import geomoe
 mods = [m.name for m in pkgutil.walk_packages(geomoe.__path__, "geomoe.")
-        if not m.name.startswith("geomoe.flows")]
+        if not m.name.startswith("geomoe.flows") and not m.name.endswith("__main__")]
 for m in mods:
     importlib.import_module(m)
 from geomoe.cli import build_parser, main
