@@ -406,7 +406,7 @@ def trigger_deployment(params: dict, name: str = "embed-region/default", timeout
         raise GeomoeError(
             f"deployment {name!r} not found on the Prefect server "
             f"{PREFECT_API_URL.value() or '(none: PREFECT_API_URL is not set)'}: set PREFECT_API_URL "
-            f"and run `prefect deploy --all` from the geomoe checkout (README, Prefect deployments)"
+            f"and run `prefect deploy --all` from the geomoe checkout (docs/deploy.md, Prefect deployments)"
         ) from None
 
 

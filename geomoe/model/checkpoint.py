@@ -295,6 +295,6 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None, *, alternative: str
     if p is None:
         raise CheckpointError(
             f"no checkpoint given and the demo checkpoint {DEMO_CHECKPOINT} does not exist; "
-            "create it with `geomoe pretrain` (see README, 'demo checkpoint') or pass "
+            "create it with `geomoe pretrain` (see checkpoints/README.md) or pass "
             f"--checkpoint PATH (e.g. the published pretrained_S_best.pth){alternative}")
     return p

@@ -16,7 +16,7 @@ def fresh_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     """A Prefect server of its own, as a new user has it: no work pools, no deployments.
 
     The session ``prefect_server`` already holds what other tests created, so it cannot show
-    whether the README's setup works from nothing."""
+    whether the documented setup (docs/deploy.md) works from nothing."""
     with running_server(tmp_path_factory.mktemp("prefect-fresh")) as server:
         yield server
 

@@ -1,5 +1,5 @@
-"""The README's Prefect setup, run verbatim on a fresh server, creates every deployment of
-prefect.yaml. The commands are taken from the README's text so the two cannot drift."""
+"""docs/deploy.md's Prefect setup, run verbatim on a fresh server, creates every deployment of
+prefect.yaml. The commands are taken from the page's text so the two cannot drift."""
 
 from __future__ import annotations
 
@@ -11,24 +11,28 @@ import yaml
 
 from tests.conftest_prefect import BIN
 
+DOC = "docs/deploy.md"
+SECTION = "## Prefect deployments"
 
-def readme_setup_commands(readme: str) -> list[str]:
-    """The one-time setup lines (pools, deploy) of the first bash block under "Prefect deployments"."""
-    section = readme.split("## Prefect deployments", 1)[1].split("\n## ", 1)[0]
+
+def setup_commands(doc: str) -> list[str]:
+    """The one-time setup lines (pools, deploy) of the first bash block under SECTION."""
+    assert SECTION in doc, f"{DOC} has no {SECTION!r} section"
+    section = doc.split(SECTION, 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     lines = [ln.split("#", 1)[0].strip() for ln in block.splitlines()]
     return [ln for ln in lines if ln.startswith(("prefect work-pool create", "prefect deploy"))]
 
 
-def test_readme_prefect_setup_deploys_everything_on_a_fresh_server(fresh_prefect_server, repo_root):
+def test_deploy_docs_prefect_setup_deploys_everything_on_a_fresh_server(fresh_prefect_server, repo_root):
     srv = fresh_prefect_server
-    cmds = readme_setup_commands((repo_root / "README.md").read_text())
+    cmds = setup_commands((repo_root / DOC).read_text())
     assert any(c.startswith("prefect deploy") for c in cmds), cmds
     for cmd in cmds:
         argv = shlex.split(cmd)
         res = subprocess.run([str(BIN / "prefect"), *argv[1:]], env=srv.env, cwd=repo_root,
                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, f"README command failed: {cmd}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        assert res.returncode == 0, f"{DOC} command failed: {cmd}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
 
     spec = yaml.safe_load((repo_root / "prefect.yaml").read_text())
     wanted = {(d["entrypoint"], d["name"], d["work_pool"]["name"]) for d in spec["deployments"]}
@@ -36,4 +40,4 @@ def test_readme_prefect_setup_deploys_everything_on_a_fresh_server(fresh_prefect
 
     with srv.settings(), get_client(sync_client=True) as client:
         found = {(d.entrypoint, d.name, d.work_pool_name) for d in client.read_deployments()}
-    assert wanted <= found, f"missing after the README setup: {sorted(wanted - found)}"
+    assert wanted <= found, f"missing after the {DOC} setup: {sorted(wanted - found)}"
