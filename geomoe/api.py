@@ -43,7 +43,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, *, device: str = "cp
         The file is missing, unsafe (pickle code), corrupt or not an MoE-MAE checkpoint.
     """
     from geomoe.device import resolve_device
-    from geomoe.embed.pipeline import resolve_checkpoint
+    from geomoe.model.checkpoint import resolve_checkpoint
     from geomoe.model import load_checkpoint
 
     return load_checkpoint(resolve_checkpoint(checkpoint), map_location=resolve_device(device))

@@ -111,6 +111,10 @@ class EmbedRequest:
         from geomoe.device import check_precision
 
         check_precision(self.precision)  # its own error class and message
+        if "://" in str(self.out):  # else Path() folds s3://b/x into a local folder s3:/b/x
+            raise GeomoeError(
+                f"out {self.out!r} is a URL: cubes are written to a local (POSIX) path only; "
+                "write it locally and copy the store to object storage afterwards")
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
             if value is None and f.default is None:

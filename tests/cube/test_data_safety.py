@@ -299,3 +299,14 @@ def test_full_disk_one_line_then_rerun_resumes(small_tmpfs, liverpool_reference,
                                   open_group(ref, "utm30n").valid_fraction.values)
     assert not list(out.rglob("*.partial"))
 
+
+
+def test_url_out_is_refused_before_anything_is_written(ckpt_xxs, tmp_path):
+    """``--out s3://bucket/x.zarr`` is not a local path: pathlib would fold it into a local
+    folder ``s3:/bucket/x.zarr`` and the run would report success on the wrong storage."""
+    res = _cli("--aoi", "liverpool", "--out", "s3://bucket/x.zarr", "--checkpoint", str(ckpt_xxs),
+               cwd=tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    lines = _error_lines(res.stderr)
+    assert len(lines) == 1 and "s3://bucket/x.zarr" in lines[0] and "local" in lines[0], res.stderr
+    assert list(tmp_path.iterdir()) == []
