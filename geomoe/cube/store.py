@@ -402,6 +402,23 @@ def _plan_conflict(path: Path, found_layout: dict, found_days: dict, want_layout
     return None
 
 
+def _aoi_geometry(attrs: dict[str, Any]) -> Any:
+    aoi = (attrs.get("geomoe:query") or {}).get("aoi")
+    geom = aoi.get("geometry") if isinstance(aoi, dict) else None
+    return None if geom is None else json.loads(json.dumps(geom))  # tuples -> lists, as stored
+
+
+def _check_same_aoi(path: Path, found: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """A cube covers one AOI: chips a new AOI adds inside tiles already done would never be
+    embedded, so another AOI is refused even where it leaves the grid extent as it is."""
+    a, b = _aoi_geometry(found), _aoi_geometry(wanted)
+    if a is not None and b is not None and a != b:
+        raise CubeMismatchError(
+            f"{path} holds a different request: its AOI is another geometry (the cube covers "
+            "the AOI it was made for; appending adds solar days and zones of that AOI only); its "
+            "data is left untouched: use another --out for this AOI")
+
+
 def _is_geomoe_group(path: Path) -> bool:
     """A group directory a geomoe skeleton step made (e.g. one an interrupted append left)."""
     doc = read_json_object(path / "zarr.json")
@@ -442,6 +459,7 @@ class Cube:
         state = cls.check_target(path, meta)
         if state == "resume":
             existing = zarr.open_group(str(path), mode="r", use_consolidated=False).attrs.asdict()
+            _check_same_aoi(path, existing, attrs)
             cube = cls(path, {s.name: s for s in specs}, existing)
             cube._clean_partials()
             cube._extend(specs, dim, dtype, attrs, items)

@@ -171,6 +171,12 @@ def test_append_refusals_by_name_leave_the_cube_untouched(
     # another AOI moves the grid: refused with the fix
     with pytest.raises(CubeMismatchError, match=r"group utm30n: its chip grid would move \(row_max=.*another --out"):
         embed_region(liverpool_scene_aoi, catalog=cat, checkpoint=ckpt_xxs, out=out, **KW)
+    # another AOI that leaves the extent as it is (shifted by about a metre): still another request
+    fc = json.loads(Path(liverpool_aoi).read_text())
+    ring = fc["features"][0]["geometry"]["coordinates"][0]
+    fc["features"][0]["geometry"]["coordinates"][0] = [[x + 1e-5, y] for x, y in ring]
+    with pytest.raises(CubeMismatchError, match=r"its AOI is another geometry.*another --out"):
+        embed_region(json.dumps(fc["features"][0]["geometry"]), catalog=cat, checkpoint=ckpt_xxs, out=out, **KW)
     # a scene added to a day the cube already holds would change existing chips: the earlier
     # scene of a solar day comes first in its mosaic, so this copy would replace the original
     same_day = make_catalog(repo_root, tmp_path / "cat3", [
@@ -178,6 +184,15 @@ def test_append_refusals_by_name_leave_the_cube_untouched(
     with pytest.raises(CubeMismatchError, match=rf"solar day {DAY1} was embedded from scene\(s\) {LIVERPOOL_ITEM} "
                                                 r"and is now planned from .*COPY"):
         embed_region(str(liverpool_aoi), catalog=str(same_day), checkpoint=ckpt_xxs, out=out, **KW)
+    assert tree_hash(out) == before
+    # a cube of the previous format (one completion record per tile, no layout) is not appended to
+    doc = json.loads((out / "zarr.json").read_text())
+    doc["attributes"]["geomoe:identity"]["format_version"] = 2
+    del doc["attributes"]["geomoe:layout"]
+    (out / "zarr.json").write_text(json.dumps(doc))
+    before = tree_hash(out)
+    with pytest.raises(CubeMismatchError, match=r"cube format 2, this geomoe writes 3.*cannot be resumed safely"):
+        embed_region(str(liverpool_aoi), catalog=cat, checkpoint=ckpt_xxs, out=out, **KW)
     assert tree_hash(out) == before
 
 
