@@ -737,17 +737,25 @@ class Cube:
         days = {self.days[tile.group][t] for t in times}
         return {i for i in spec.tile_item_ids(tile) if str(spec.item_day[i]) in days}
 
-    def pending_share(self, tile: CubeTile) -> float:
-        """Fraction of ``tile``'s planned chips still to embed, estimated per solar day (1 or 0
-        for the table's tiles, and for a grid tile all of whose days are pending or done)."""
-        spec = self.specs[tile.group]
-        if not isinstance(spec, GridSpec):
-            return 0.0 if self.is_done(tile) else 1.0
-        days = {str(spec.item_day[i]) for i in spec.tile_item_ids(tile)}
-        if not days:
-            return 0.0
-        pend = {self.days[tile.group][t] for t in self.pending_times(tile)}
-        return len(days & pend) / len(days)
+    def pending_chips(self, tiles: list[CubeTile]) -> int:
+        """Planned chips of ``tiles`` still to embed, for progress: a grid tile's count times
+        the share of its solar days (those its items are on) not yet done; each group's records
+        are read once."""
+        maps: dict[str, np.ndarray] = {}
+        total = 0.0
+        for tile in tiles:
+            spec = self.specs[tile.group]
+            if tile.group not in maps:
+                maps[tile.group] = self.done_map(tile.group)
+            done = maps[tile.group]
+            if not isinstance(spec, GridSpec):
+                total += 0 if done[tile.key] else spec.n_planned(tile)
+                continue
+            days = {str(spec.item_day[i]) for i in spec.tile_item_ids(tile)}
+            if days:
+                pend = {self.days[tile.group][t] for t in self.pending_times(tile, done)}
+                total += spec.n_planned(tile) * len(days & pend) / len(days)
+        return int(round(total))
 
     def is_done(self, tile: CubeTile) -> bool:
         if isinstance(self.specs[tile.group], GridSpec):
@@ -905,8 +913,8 @@ def tile_bytes(spec: Spec, tile: CubeTile, dim: int, dtype: str, block: int = 1)
 
     if isinstance(spec, GridSpec):
         ys, xs = spec.region(tile)
-        n = (ys.stop - ys.start) * (xs.stop - xs.start)
-        return len(spec.times) * (f(n * dim * item) + f(n * 4)) + f(2)
+        n = (ys.stop - ys.start) * (xs.stop - xs.start)  # every day (an append needs fewer), lat/lon
+        return len(spec.days) * (f(n * dim * item) + f(n * 4)) + 2 * f(n * 8) + f(2 * DONE_TIME_CHUNK)
     sl = spec.region(tile)
     n = sl.stop - sl.start
     return f(n * dim * item) + f(n * 4) + 4 * f(n * 8) + f(2)

@@ -593,7 +593,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         pending = cube.pending_tiles()
         total = sum(cube.specs[t.group].n_planned(t) for t in tiles)
         # a tile may lack only some solar days (appended, or a resumed run): its share of them
-        already = total - round(sum(cube.specs[t.group].n_planned(t) * cube.pending_share(t) for t in pending))
+        already = total - cube.pending_chips(pending)
         model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
         dim = int(model.embed_dim)
         counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)

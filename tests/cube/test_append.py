@@ -112,8 +112,12 @@ def test_append_one_solar_day_embeds_only_it_and_keeps_old_chunks(
     shutil.copytree(ref, out)
     old_chunks, old_values = chunk_hashes(out), _by_day(out)
     assert len(old_chunks) > 0 and list(old_values) == [DAY1]
-    s = embed_region(str(liverpool_aoi), catalog=str(two_day_catalog), checkpoint=ckpt_xxs, out=out, **KW)
+    seen = []
+    s = embed_region(str(liverpool_aoi), catalog=str(two_day_catalog), checkpoint=ckpt_xxs, out=out,
+                     progress=seen.append, **KW)
     clean, _ = two_day_clean
+    # progress counts the old day as done from the start and ends at the total
+    assert seen[0].done > ref_summary.chips_embedded and seen[-1].done == seen[-1].total == s.chips_planned
     want = _by_day(clean)
     new_day_chips = int(np.isfinite(want[DAY2][1]).sum())
     # only the new day's chips were read and embedded; every tile got its new day
@@ -266,3 +270,69 @@ def test_skeleton_time_does_not_grow_with_bbox_and_days(tmp_path):
     assert ds.embedding.shape == (10, 400, 400, 64) and ds.rio.crs.to_epsg() == 32630
     assert not (tmp_path / "l0.zarr" / "utm30n" / "embedding" / "c").exists()  # metadata only
     assert zarr.open_array(str(tmp_path / "l0.zarr"), path="_geomoe/utm30n/tile_done").shape == (10, 100, 100)
+
+
+# ------------------------------------------------------------------ new zones, store level
+def _two_zone_specs(zones: tuple[int, ...], days: int = 1):
+    items, groups = [], []
+    for epsg in zones:
+        for d in range(days):
+            when = _dt.datetime(2020, 6, 1, 10, 30) + _dt.timedelta(days=8 * d)
+            it = types.SimpleNamespace(id=f"E{epsg}D{d}", bbox=[-3.0, 50.0, 3.0, 55.0], datetime=when,
+                                       properties={}, geometry=None)
+            items.append(it)
+            rr, cc = np.meshgrid(np.arange(5000, 5007), np.arange(300, 309), indexing="ij")
+            c = np.empty(rr.size, dtype=[("row", "i8"), ("col", "i8"), ("time", "M8[s]"), ("item_id", "U16")])
+            c["row"], c["col"], c["time"], c["item_id"] = rr.ravel(), cc.ravel(), np.datetime64(when, "s"), it.id
+            groups.append(types.SimpleNamespace(epsg=epsg, grid="fixed", chips=c))
+    return specs_from_plan(types.SimpleNamespace(groups=groups), items, tile_size=4)
+
+
+def _open(path: Path, specs) -> Cube:
+    ensure_writable(path)
+    with store_lock(path):
+        return Cube.create_or_open(path, specs, dim=8, identity={"checkpoint_sha256": "a" * 64}, attrs={}, items=[])
+
+
+def _fill_all(cube: Cube, run: int, value: float) -> None:
+    for tile in cube.pending_tiles():
+        spec = cube.specs[tile.group]
+        ys, xs = spec.region(tile)
+        times = cube.pending_times(tile)
+        shape = (len(times), ys.stop - ys.start, xs.stop - xs.start)
+        cube.write_grid_tile(tile, np.full(shape + (8,), value, np.float32), np.full(shape, 1.0, np.float32),
+                             run, times=times)
+
+
+def test_new_zone_becomes_a_new_group_and_old_group_is_untouched(tmp_path):
+    out = tmp_path / "zones.zarr"
+    cube = _open(out, _two_zone_specs((32630,)))
+    _fill_all(cube, cube.new_run(), 1.0)
+    old = chunk_hashes(out)
+    # an interrupted append left a half-made utm31n group: geomoe's own, made again
+    zarr.open_group(str(out), mode="r+", use_consolidated=False).create_group("utm31n")
+    cube = _open(out, _two_zone_specs((32630, 32631), days=2))
+    assert zarr.open_group(str(out), mode="r").attrs["geomoe:groups"] == ["utm30n", "utm31n"]
+    assert cube.days == {"utm30n": ["2020-06-01", "2020-06-09"], "utm31n": ["2020-06-01", "2020-06-09"]}
+    pend = cube.pending_tiles()
+    assert {t.group for t in pend} == {"utm30n", "utm31n"} and len(pend) == 2 * 6
+    assert all(cube.pending_times(t) == ([1] if t.group == "utm30n" else [0, 1]) for t in pend)
+    _fill_all(cube, cube.new_run(), 2.0)
+    after = chunk_hashes(out)
+    assert {k: after[k] for k in old} == old
+    v30 = open_group(out, "utm30n").embedding.values
+    assert (v30[0] == 1).all() and (v30[1] == 2).all()
+    assert open_group(out, "utm31n").rio.crs.to_epsg() == 32631 and cube.pending_tiles() == []
+
+
+def test_foreign_directory_where_a_new_group_goes_is_refused_untouched(tmp_path):
+    out = tmp_path / "f.zarr"
+    _open(out, _two_zone_specs((32630,)))
+    (out / "utm31n").mkdir()
+    (out / "utm31n" / "notes.txt").write_text("mine")
+    before = tree_hash(out)
+    from geomoe.cube.store import ForeignStoreError
+
+    with pytest.raises(ForeignStoreError, match=r"utm31n.*holds data geomoe did not write"):
+        _open(out, _two_zone_specs((32630, 32631)))
+    assert tree_hash(out) == before
