@@ -336,3 +336,25 @@ def test_foreign_directory_where_a_new_group_goes_is_refused_untouched(tmp_path)
     with pytest.raises(ForeignStoreError, match=r"utm31n.*holds data geomoe did not write"):
         _open(out, _two_zone_specs((32630, 32631)))
     assert tree_hash(out) == before
+
+
+def test_chip_table_is_not_appended_to(tmp_path):
+    """The item-grid table keeps one record per tile: new scenes there are refused by name."""
+    def table(ids):
+        items, groups = [], []
+        for k, i in enumerate(ids):
+            when = _dt.datetime(2020, 6, 1 + k, 10, 30)
+            items.append(types.SimpleNamespace(id=i, bbox=[-9.0, 38.0, -8.0, 39.0], datetime=when, properties={},
+                                               geometry=None))
+            c = np.empty(4, dtype=[("row", "i8"), ("col", "i8"), ("time", "M8[s]"), ("item_id", "U16")])
+            c["row"], c["col"], c["time"], c["item_id"] = [0, 0, 1, 1], [0, 1, 0, 1], np.datetime64(when, "s"), i
+            groups.append(types.SimpleNamespace(epsg=32629, grid="item", chips=c))
+        return specs_from_plan(types.SimpleNamespace(groups=groups), items, tile_size=4, table_tile=4)
+
+    out = tmp_path / "t.zarr"
+    _open(out, table(["P1"]))
+    before = tree_hash(out)
+    with pytest.raises(CubeMismatchError, match=r"group chips: the chip table .* not appended to the chip table"):
+        _open(out, table(["P1", "P2"]))
+    assert tree_hash(out) == before
+    assert _open(out, table(["P1"])).pending_tiles()  # the same table resumes
