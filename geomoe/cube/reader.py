@@ -24,7 +24,8 @@ from geomoe.cube.store import BOOKKEEPING, cube_groups, open_group, read_items, 
 from geomoe.errors import CubeError
 
 #: root attributes that only steer writing (the groups are :attr:`CubeView.groups`)
-_WRITER_KEYS = ("geomoe:groups", "geomoe:n_items", "geomoe:skeleton_complete")
+_WRITER_KEYS = ("geomoe:groups", "geomoe:n_items", "geomoe:skeleton_complete", "geomoe:finished_run",
+                "geomoe:layout")
 
 
 class CubeView(Mapping):
@@ -34,7 +35,9 @@ class CubeView(Mapping):
     and ``valid_fraction`` (time, y, x) on a regular grid of 1200 m chips (x, y: chip centres
     in metres of the group's CRS; lat, lon in degrees); the table group ``chips`` holds
     ``embedding`` (chip, dim) and ``valid_fraction`` (chip) of pre-chipped patches. A chip never
-    computed is NaN in both; one skipped for cloud or fill is NaN in ``embedding`` only.
+    computed is NaN in both; one skipped for cloud or fill is NaN in ``embedding`` only. Grid
+    groups come sorted by time: solar days appended by a later run are stored after the
+    existing ones whatever their date (a plain ``xr.open_zarr`` shows that storage order).
 
     Attributes
     ----------
@@ -63,7 +66,10 @@ class CubeView(Mapping):
             raise KeyError(f"{self.path} has no group {name!r}; its groups are "
                            f"{', '.join(self.groups)}")
         if name not in self._datasets:
-            self._datasets[name] = open_group(self.path, name)
+            ds = open_group(self.path, name)
+            if "time" in ds.indexes and not ds.indexes["time"].is_monotonic_increasing:
+                ds = ds.sortby("time")  # appended days are stored last, whatever their date
+            self._datasets[name] = ds
         return self._datasets[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -95,17 +101,22 @@ class CubeView(Mapping):
 
     @property
     def complete(self) -> bool:
-        """True when every tile of every group has been written (no run left work pending)."""
-        for g in self.groups:
-            try:
-                done = zarr.open_array(str(self.path), path=tile_done_path(g), mode="r")[...]
-            except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError) as exc:
-                raise CubeError(f"{self.path}: no completion records for group {g!r} under "
-                                f"{BOOKKEEPING}/ ({exc}); it was not written by this geomoe "
-                                "version") from None
-            if not done.all():
-                return False
-        return True
+        """True when the last run finished every (tile, solar day) it planned; False while a
+        run is going, or after one was interrupted (a rerun of it resumes)."""
+        root = zarr.open_group(str(self.path), mode="r", use_consolidated=False).attrs.asdict()
+        if root.get("geomoe:identity", {}).get("format_version", 1) < 3:  # one record per tile
+            for g in self.groups:
+                try:
+                    done = zarr.open_array(str(self.path), path=tile_done_path(g), mode="r")[...]
+                except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError) as exc:
+                    raise CubeError(f"{self.path}: no completion records for group {g!r} under "
+                                    f"{BOOKKEEPING}/ ({exc}); it was not written by this geomoe "
+                                    "version") from None
+                if not done.all():
+                    return False
+            return True
+        runs = int(root.get("geomoe:runs", 0))
+        return runs > 0 and int(root.get("geomoe:finished_run", 0)) == runs
 
     def __repr__(self) -> str:
         model = self.attrs.get("geomoe:model", {})

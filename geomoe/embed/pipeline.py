@@ -296,7 +296,11 @@ def prepared_for(req: dict, run: int) -> Prepared:
 # ---------------------------------------------------------------- tiles
 @dataclass
 class TileBuffer:
-    """In-memory values of one tile until its single region write."""
+    """In-memory values of one tile's pending work until its single region write.
+
+    Grid tiles hold only the solar days still pending for the tile (``times``: storage time
+    indices, ``slot``: solar day -> position in the buffer), so a resumed or appended run
+    neither reads nor rewrites the days already done."""
 
     tile: CubeTile
     spec: Spec
@@ -307,14 +311,19 @@ class TileBuffer:
     lookup: dict | None = None
     embedded: int = 0
     skipped: int = 0
+    times: list[int] | None = None
+    slot: dict[str, int] | None = None
 
     @classmethod
     def new(cls, cube: Cube, tile: CubeTile, dim: int) -> "TileBuffer":
         spec = cube.specs[tile.group]
         if isinstance(spec, GridSpec):
             ys, xs = spec.region(tile)
-            shape = (len(spec.times), ys.stop - ys.start, xs.stop - xs.start)
-            return cls(tile, spec, np.full(shape + (dim,), np.nan, np.float32), np.full(shape, np.nan, np.float32))
+            times = cube.pending_times(tile)
+            shape = (len(times), ys.stop - ys.start, xs.stop - xs.start)
+            slot = {cube.days[tile.group][t]: k for k, t in enumerate(times)}
+            return cls(tile, spec, np.full(shape + (dim,), np.nan, np.float32), np.full(shape, np.nan, np.float32),
+                       times=times, slot=slot)
         import zarr
 
         sl = spec.region(tile)
@@ -324,14 +333,17 @@ class TileBuffer:
         return cls(tile, spec, np.full((n, dim), np.nan, np.float32), np.full(n, np.nan, np.float32),
                    x=np.asarray(g["x"][sl], np.float64), y=np.asarray(g["y"][sl], np.float64), lookup=lookup)
 
-    def _grid_pos(self, index: np.ndarray, item_ids: np.ndarray | None):
+    def _grid_pos(self, index: np.ndarray, item_ids: np.ndarray):
+        """Buffer positions (slot, i, j) of chips and the mask of those inside the buffer
+        (this tile, a pending day)."""
         spec = self.spec
         assert isinstance(spec, GridSpec)
         ys, xs = spec.region(self.tile)
-        i, j = spec.index_of(index["row"], index["col"])
-        i, j = i - ys.start, j - xs.start
-        t = spec.time_index(item_ids) if item_ids is not None else spec.time_index(times=index["time"])
-        ok = (i >= 0) & (i < self.valid.shape[1]) & (j >= 0) & (j < self.valid.shape[2])
+        i = spec.row_max - np.asarray(index["row"], np.int64) - ys.start
+        j = np.asarray(index["col"], np.int64) - spec.col_min - xs.start
+        uniq, inv = np.unique(np.asarray(item_ids, dtype=str), return_inverse=True)
+        t = np.array([self.slot.get(str(spec.item_day[str(k)]), -1) for k in uniq], np.int64)[inv.ravel()]
+        ok = (t >= 0) & (i >= 0) & (i < self.valid.shape[1]) & (j >= 0) & (j < self.valid.shape[2])
         return t[ok], i[ok], j[ok], ok
 
     def add(self, emb: np.ndarray, batch: Any) -> None:
@@ -368,22 +380,27 @@ class TileBuffer:
 
     def write(self, cube: Cube, run: int) -> None:
         if isinstance(self.spec, GridSpec):
-            cube.write_grid_tile(self.tile, self.embedding, self.valid, run)
+            cube.write_grid_tile(self.tile, self.embedding, self.valid, run, times=self.times)
         else:
             cube.write_table_tile(self.tile, self.embedding, self.valid, self.x, self.y, run)
 
 
 def iter_tile_batches(prep: Prepared, tile: CubeTile, batch_size: int) -> Iterator[Any]:
-    """Chip batches of one tile, read only from the items that touch it."""
+    """Chip batches of one tile's pending work, read only from the items that touch it on the
+    solar days it still lacks (all its items on a first run)."""
     from geomoe.chips.plan import iter_chips
 
     spec = prep.specs[tile.group]
-    items = [prep.items[i] for i in sorted(spec.tile_item_ids(tile))]
     if isinstance(spec, GridSpec):
+        ids = prep.cube.pending_items(tile, prep.cube.pending_times(tile))
+        items = [prep.items[i] for i in sorted(ids)]
+        if not items:
+            return
         yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size,
                               min_valid=prep.request.min_valid, grid="fixed", epsg=spec.epsg,
                               window=spec.window(tile), workers=int(prep.request.read_workers))
     else:
+        items = [prep.items[i] for i in sorted(spec.tile_item_ids(tile))]
         yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size,
                               min_valid=prep.request.min_valid, grid="item",
                               workers=int(prep.request.read_workers))
@@ -575,7 +592,8 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         tiles = cube.tiles()
         pending = cube.pending_tiles()
         total = sum(cube.specs[t.group].n_planned(t) for t in tiles)
-        already = total - sum(cube.specs[t.group].n_planned(t) for t in pending)
+        # a tile may lack only some solar days (appended, or a resumed run): its share of them
+        already = total - cube.pending_chips(pending)
         model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
         dim = int(model.embed_dim)
         counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)

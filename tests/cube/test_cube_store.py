@@ -89,7 +89,7 @@ def test_layout_crs_coords_and_nan_semantics(tmp_path):
     assert float(ds.embedding[0, 0, 0, 0]) == 0 and float(ds.embedding[0, 6, 10, 0]) == 12
     # skipped-for-cloud: NaN embedding, finite valid fraction (distinguishable from "never")
     assert np.isnan(ds.embedding[0, 1, 2].values).all() and float(ds.valid_fraction[0, 1, 2]) == pytest.approx(0.3)
-    assert cube.done_map("utm30n").tolist() == [[1, 1, 1], [1, 1, 1]]
+    assert cube.done_map("utm30n").tolist() == [[[1, 1, 1], [1, 1, 1]]]  # (solar day, tile_y, tile_x)
     assert cube.pending_tiles() == []
 
 
@@ -121,7 +121,7 @@ def test_store_of_another_model_is_refused_and_left_intact(tmp_path):
     other = {**IDENTITY, "checkpoint_sha256": "b" * 64}
     with pytest.raises(CubeMismatchError, match="different model"):
         _create(tmp_path / "o.zarr", identity=other)
-    with pytest.raises(CubeMismatchError, match="different request"):
+    with pytest.raises(CubeMismatchError, match=r"different request for group utm30n.*tile_size=4 \(you asked 2\)"):
         _create(tmp_path / "o.zarr", tile=2)  # another layout = another request
     np.testing.assert_array_equal(open_group(cube.path, "utm30n").embedding.values, before)
 

@@ -202,7 +202,7 @@ def test_cube_of_older_format_refused(liverpool_reference, liverpool_aoi, ckpt_x
     doc = json.loads((out / "zarr.json").read_text())
     ident = doc["attributes"]["geomoe:identity"]
     doc["attributes"]["geomoe:identity"] = {k: ident[k] for k in ("checkpoint_sha256", "model_size", "embed_dim",
-                                                                   "pooling", "dtype", "plan_fingerprint")}
+                                                                   "pooling", "dtype")}
     doc["attributes"]["geomoe:identity"]["format_version"] = 1
     (out / "zarr.json").write_text(json.dumps(doc))
     before = tree_hash(out)
@@ -247,7 +247,7 @@ def test_failure_while_resuming_keeps_finished_tiles(repo_root, liverpool_refere
     (scene / "nir08.tif").write_bytes(data[: len(data) // 3])  # header intact, pixels truncated
     with pytest.raises(RasterReadError):
         embed_region(str(liverpool_aoi), catalog=str(catalog), checkpoint=ckpt_xxs, out=out, **KW)
-    done = zarr.open_array(str(out), path="_geomoe/utm30n/tile_done", mode="r")[...]
+    done = zarr.open_array(str(out), path="_geomoe/utm30n/tile_done", mode="r")[0]  # the one solar day
     assert int((done > 0).sum()) == 2
     got = open_group(out, "utm30n").valid_fraction.values[0]  # consistent: done tiles whole, others NaN
     want = open_group(liverpool_reference[0], "utm30n").valid_fraction.values[0]

@@ -75,8 +75,10 @@ def test_open_cube_documented_view(liverpool_reference, ckpt_xxs):
 def test_open_cube_sees_an_unfinished_cube(liverpool_reference, tmp_path):
     out = tmp_path / "partial.zarr"
     shutil.copytree(liverpool_reference[0], out)
+    root = zarr.open_group(str(out), mode="r+", use_consolidated=False)
+    root.attrs["geomoe:runs"] = root.attrs["geomoe:runs"] + 1  # a run started and was killed
     done = zarr.open_array(str(out), path=tile_done_path("utm30n"), mode="r+")
-    done[0, 0] = 0  # as if the run was killed before this tile's completion record
+    done[0, 0, 0] = 0  # ... before this (solar day, tile)'s completion record
     cube = geomoe.open_cube(out)
     assert cube.complete is False
     assert cube["utm30n"].embedding.shape[-1] > 0  # the finished tiles still read
