@@ -12,6 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GEOMOE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n N``), give each worker its own share of this process's cores.
+
+    geomoe runs at most as many torch threads as the cores it may use (its affinity mask), so
+    N workers on N cores each compute on one core instead of all oversubscribing every core.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker and count > 1 and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        i = int(worker.removeprefix("gw"))
+        os.sched_setaffinity(0, cores[i::count] if count < len(cores) else [cores[i % len(cores)]])
+
+
 def seeded_checkpoint(path: Path, size: str = "XXS", seed: int = 0) -> Path:
     """A real geomoe checkpoint of randomly initialised weights (seeded): honest test input."""
     import torch
