@@ -119,8 +119,9 @@ class _ProgressArtifact:
     Updated as tiles finish, at most once a second plus the last one, so a large run does not
     flood the API."""
 
-    def __init__(self, total: int, already: int) -> None:
+    def __init__(self, total: int, already: int, estimated: int = 0) -> None:
         self.total, self.done, self.new = total, already, 0
+        self.estimated = estimated  # tiles whose chip count is still an estimate (total shown ~)
         self.t0 = self.last = time.monotonic()
         self.id = create_progress_artifact(progress=self._pct(), key=PROGRESS_KEY,
                                            description=self._line())
@@ -132,9 +133,13 @@ class _ProgressArtifact:
         dt = time.monotonic() - self.t0
         rate = self.new / dt if dt > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else None
-        return Progress(self.done, self.total, 0, 0, rate, eta).line()
+        return Progress(self.done, self.total, 0, 0, rate, eta, self.estimated > 0).line()
 
-    def add(self, chips: int) -> None:
+    def add(self, chips: int, estimate: int | None = None) -> None:
+        """A tile finished with ``chips`` chips; ``estimate``: what the total counted for it."""
+        if estimate is not None:
+            self.total += chips - estimate
+            self.estimated -= 1
         self.done += chips
         self.new += chips
         now = time.monotonic()
@@ -205,7 +210,10 @@ def embed_region_flow(**params: Any) -> dict:
         already = planned - sum(cube.specs[t.group].n_planned(t) for t in pending)
         log.info("cube %s: %d chips planned in %d tile(s), %d pending (run %d)",
                  req.out, planned, len(tiles), len(pending), run)
-        progress = _ProgressArtifact(planned, already)
+        estimate = {str(t): cube.specs[t.group].n_planned(t) for t in pending
+                    if not cube.specs[t.group].is_exact(t)}
+        n_est = sum(not s.is_exact(t) for s in cube.specs.values() for t in s.tiles())
+        progress = _ProgressArtifact(planned, already, n_est)
         reqd = dataclasses.asdict(req)
         reqd["out"] = str(Path(req.out).resolve())
         if req.gpu_resource:
@@ -224,7 +232,11 @@ def embed_region_flow(**params: Any) -> dict:
                 errors.append(exc)
                 continue
             results.append(r)
-            progress.add(r["embedded"] + r["skipped"])
+            if r.get("already_done"):  # a retry of a committed tile: its count stays as planned
+                t = CubeTile.parse(r["tile"])
+                progress.add(cube.specs[t.group].n_planned(t), estimate.get(r["tile"]))
+            else:
+                progress.add(r["embedded"] + r["skipped"], estimate.get(r["tile"]))  # exact now
         if errors:
             raise errors[0]
         missing = cube.pending_tiles()
@@ -232,6 +244,7 @@ def embed_region_flow(**params: Any) -> dict:
             raise RuntimeError(f"{len(missing)} tile(s) not completed: {[str(t) for t in missing][:5]}")
         stac = write_cube_item(cube)
         cube.finish()  # consolidated metadata: last, once every tile is done
+        planned = progress.total
     s = EmbedSummary(
         out=str(req.out), groups=list(cube.specs), chips_planned=planned,
         chips_embedded=sum(r["embedded"] for r in results),
