@@ -129,6 +129,47 @@ def case(n: int, planner: str, tile_size: int) -> dict:
             "rss_growth_mib": round(rss, 1), "tracemalloc_peak_mib": round(peak, 1)}
 
 
+def prepare_store(n: int, store: Path, tile_size: int) -> None:
+    """What the run that creates a cube stores for workers: the plan and the item table."""
+    import zarr
+
+    from geomoe.cube.items import write_plan_files
+    from geomoe.cube.tiling import plan_specs
+
+    items = synthetic_items(n)
+    zarr.open_group(str(store), mode="w", zarr_format=3)
+    write_plan_files(store, plan_specs(items, sg.box(0.0, 44.0, 40.0, 64.0), tile_size=tile_size), items)
+
+
+def worker(n: int, store: Path) -> dict:
+    """A worker's start-up for the busiest tile: read the plan, load the tile's items, list its
+    chips (no model, no pixels). In a fresh process; imports are done before the clock starts."""
+    import geopandas  # noqa: F401
+    import pyarrow.dataset  # noqa: F401  (what a filtered read_table uses)
+    import pyarrow.parquet  # noqa: F401
+    import pystac  # noqa: F401
+    import zarr  # noqa: F401
+
+    from geomoe.chips.plan import plan_chips
+    from geomoe.cube.items import ItemTable, load_specs
+    from geomoe.cube.layout import CubeTile
+
+    gc.collect()
+    base = _rss_kib("VmRSS")
+    t0 = time.perf_counter()
+    specs = load_specs(store)
+    spec = specs[0]
+    key = max(spec.tile_items, key=lambda k: len(spec.tile_items[k]))
+    tile = CubeTile(spec.name, key)
+    items = ItemTable(store).get(sorted(spec.tile_item_ids(tile)))
+    t_open = time.perf_counter() - t0
+    plan = plan_chips(items, aoi=sg.box(0.0, 44.0, 40.0, 64.0), grid="fixed", epsg=spec.epsg,
+                      window=spec.window(tile))
+    return {"items": n, "tile_items": len(items), "tile_chips": len(plan), "open_s": round(t_open, 3),
+            "open_and_plan_tile_s": round(time.perf_counter() - t0, 3),
+            "rss_growth_mib": round((_rss_kib("VmHWM") - base) / 1024, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="25,50,100,200,500")
@@ -136,9 +177,16 @@ def main() -> None:
     ap.add_argument("--tile-size", type=int, default=32)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--case", nargs=2, metavar=("N", "PLANNER"), help=argparse.SUPPRESS)
+    ap.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.case:
-        print(json.dumps(case(int(args.case[0]), args.case[1], args.tile_size)))
+        n, what = int(args.case[0]), args.case[1]
+        if what == "prepare":
+            prepare_store(n, args.store, args.tile_size)
+        elif what == "worker":
+            print(json.dumps(worker(n, args.store)))
+        else:
+            print(json.dumps(case(n, what, args.tile_size)))
         return
     import subprocess
     import sys
@@ -159,6 +207,20 @@ def main() -> None:
             rows.append(r)
             lines.append(line)
             print(line, flush=True)
+    import tempfile
+
+    n = max(map(int, args.sizes.split(",")))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "cube.zarr"
+        for what in ("prepare", "worker"):
+            out = subprocess.run([sys.executable, __file__, "--case", str(n), what, "--store", str(store),
+                                  "--tile-size", str(args.tile_size)], capture_output=True, text=True, check=True)
+        w = json.loads(out.stdout.strip().splitlines()[-1])
+    lines += ["", f"worker start-up, {n} items (busiest tile: {w['tile_items']} items, {w['tile_chips']:,} chips): "
+              f"open plan + load its items {w['open_s']:.2f} s, + list its chips {w['open_and_plan_tile_s']:.2f} s, "
+              f"RSS+ {w['rss_growth_mib']:.1f} MiB"]
+    print(lines[-1], flush=True)
+    rows.append({"worker": w})
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n\n" + json.dumps(rows, indent=1) + "\n")

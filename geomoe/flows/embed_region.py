@@ -143,7 +143,7 @@ class _ProgressArtifact:
         self.done += chips
         self.new += chips
         now = time.monotonic()
-        if now - self.last >= 1.0 or self.done >= self.total:
+        if now - self.last >= 1.0 or (self.done >= self.total and not self.estimated):
             self.last = now
             update_progress_artifact(self.id, progress=self._pct(), description=self._line())
 
@@ -208,11 +208,11 @@ def embed_region_flow(**params: Any) -> dict:
         pending = cube.pending_tiles()
         planned = sum(cube.specs[t.group].n_planned(t) for t in tiles)
         already = planned - sum(cube.specs[t.group].n_planned(t) for t in pending)
-        log.info("cube %s: %d chips planned in %d tile(s), %d pending (run %d)",
-                 req.out, planned, len(tiles), len(pending), run)
         estimate = {str(t): cube.specs[t.group].n_planned(t) for t in pending
                     if not cube.specs[t.group].is_exact(t)}
         n_est = sum(not s.is_exact(t) for s in cube.specs.values() for t in s.tiles())
+        log.info("cube %s: %s%d chips planned in %d tile(s), %d pending (run %d)",
+                 req.out, "~" if n_est else "", planned, len(tiles), len(pending), run)
         progress = _ProgressArtifact(planned, already, n_est)
         reqd = dataclasses.asdict(req)
         reqd["out"] = str(Path(req.out).resolve())
