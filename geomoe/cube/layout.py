@@ -1,8 +1,10 @@
-"""Cube layout planning: chip plan -> per-group specs and chunk-aligned tiles.
+"""Cube layout: per-group specs and chunk-aligned tiles.
 
 Why a separate module: the layout (which chip lands at which array index, which tiles
-exist) must be computed identically by the process that creates the cube and by every
-worker that later writes a tile, so it is a pure function of the chip plan.
+exist) must be the same in the process that creates the cube and in every worker that later
+writes a tile. It is planned once, per tile, from the items' footprints
+(:mod:`geomoe.cube.tiling`), stored in the cube (:mod:`geomoe.cube.items`) and read back by
+workers; :func:`specs_from_plan` builds it from a whole-AOI chip plan (small areas, tests).
 
 Grid groups (fixed chip grid per CRS): index ``i`` along ``y`` counts down from the
 northernmost chip row (north-up, y descending), index ``j`` along ``x`` counts east from

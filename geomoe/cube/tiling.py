@@ -1,8 +1,8 @@
 """Cube planning per tile: cost grows with items and tiles, never with chips.
 
-Why: enumerating every chip of a continent (about 100 M) into arrays took minutes and many GB
-per process, and every worker repeated it. Here a fixed-grid (one CRS) group is planned from
-its items' footprints alone:
+Why: enumerating every chip of a continent into arrays costs time and memory per chip, in
+every process that plans (the creating run and each worker). Here a fixed-grid (one CRS)
+group is planned from its items' footprints alone (measured: benchmarks/bench_planning.py):
 
 - each item's footprint in the zone CRS, clipped to the AOI (as
   :func:`geomoe.chips.grid.footprint_in_crs` gives it), goes into a GeoDataFrame;

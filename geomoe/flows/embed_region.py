@@ -11,8 +11,9 @@ only knows ``--param key=value`` / ``--params JSON``.) ``geomoe embed-region --a
 
 The flow process holds the cube's run lock; tile tasks (threads by default, or Dask
 workers through prefect-dask's DaskTaskRunner) write chunk-aligned regions without it.
-Every task re-derives the layout from the items stored in the cube, so a task can run on
-any machine that sees the store and the checkpoint.
+Every task reads the plan stored in the cube and loads only its tile's items from the cube's
+item table (geomoe.cube.items): no catalog search, no planning of other tiles, so a task can
+run on any machine that sees the store and the checkpoint.
 
 The flow publishes its progress (artifact ``embed-region-progress``, ``done/total chips``)
 as tiles finish and its summary as a table artifact; ``watch_flow_run`` and ``run_summary``
