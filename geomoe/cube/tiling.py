@@ -166,19 +166,20 @@ def _grid_spec(epsg: int, its: list[pystac.Item], aoi, aoi_wkb: bytes, ts: int,
     by_td: dict[tuple[int, np.datetime64], float] = collections.defaultdict(float)
     cap: dict[int, int] = {}
     tile_items: dict[int, list[int]] = collections.defaultdict(list)
-    days = fps["day"].to_numpy()
+    days = fps["day"].to_numpy().astype("datetime64[D]")  # pandas keeps at least seconds
     for li, ri, a, c in zip(left.tolist(), right.tolist(), area.tolist(), cells.tolist()):
         by_td[(ri, days[li])] += a / (CHIP_METERS * CHIP_METERS)
         cap[ri] = c
         tile_items[ri].append(li)
     estimate: dict[tuple[int, int], int] = collections.defaultdict(int)
     for (ri, _), a in by_td.items():
-        estimate[(int(ty[ri]), int(tx[ri]))] += min(math.ceil(a - 1e-9), cap[ri])
+        # a positive-area overlap holds at least one chip
+        estimate[(int(ty[ri]), int(tx[ri]))] += min(max(math.ceil(a - 1e-9), 1), cap[ri])
     ids = fps["id"].tolist()
     used = sorted({li for v in tile_items.values() for li in v})
     udays = np.unique(days[used])
     times, per_day = [], []
-    tvals = fps["time"].to_numpy()
+    tvals = fps["time"].to_numpy().astype("datetime64[s]")
     for d in udays:
         sel = [li for li in used if days[li] == d]
         times.append(min(tvals[li] for li in sel))
