@@ -267,8 +267,8 @@ def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
 def reopen(req: EmbedRequest) -> Prepared:
     """Rebuild a Prepared in a worker from what the cube stores: no catalog search, no planning.
 
-    The group specs (tile -> items index) come from ``_geomoe/plan.json`` and the items, loaded
-    per tile on demand, from ``_geomoe/items.parquet`` (:mod:`geomoe.cube.items`); a cube made
+    The group specs (tile -> items index) come from ``_geomoe/plan`` and the items, loaded
+    per tile on demand, from ``_geomoe/item_table`` (:mod:`geomoe.cube.items`); a cube made
     before these files existed is re-planned from its stored items. The checkpoint comes from
     the request (the cube records only its file name and sha256) and must be the file the cube
     was made with: its sha256 is checked."""

@@ -173,6 +173,7 @@ def test_worker_opens_its_tile_without_the_catalog(repo_root, tmp_path, ckpt_xxs
                        batch_size=8, tile_size=2)
     prep = reopen(req)
     assert isinstance(prep.items, ItemTable) and prep.items.loaded == 0  # nothing parsed yet
+    assert not any(getattr(s, "exact", None) for s in prep.specs.values())  # no tile was planned
     tile = CubeTile("utm30n", (1, 1))
     assert tile in prep.cube.tiles()
     r = embed_tile(prep, tile, run=9, device="cpu")
