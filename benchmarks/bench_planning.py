@@ -72,13 +72,14 @@ def synthetic_items(n: int) -> list:
         rect = shapely.segmentize(rect, 5_000.0)
         ll = shapely.transform(rect, lambda xy: np.column_stack(to_ll.transform(xy[:, 0], xy[:, 1])))
         it = copy.deepcopy(tmpl)
-        it.id = f"SYN_{k:05d}"
+        when = dt.datetime(2020, 6, 1, 10, 0) + dt.timedelta(days=8 * (k // 100), seconds=p * 30 + r)
+        it.id = f"LC08_L2SP_{190 + p:03d}{20 + r:03d}_{when:%Y%m%d}_SYN{k:05d}"  # Landsat-like: path/row first
         it.geometry, it.bbox = sg.mapping(ll), list(ll.bounds)
         for key in ("proj:transform", "proj:shape"):
             it.properties.pop(key, None)
         it.properties["proj:code"], it.properties["proj:epsg"] = f"EPSG:{EPSG}", EPSG
         it.properties["proj:bbox"] = list(rect.bounds)
-        it.datetime = dt.datetime(2020, 6, 1, 10, 0) + dt.timedelta(days=8 * (k // 100), seconds=p * 30 + r)
+        it.datetime = when
         out.append(it)
     return out
 

@@ -156,8 +156,9 @@ def _grid_spec(epsg: int, its: list[pystac.Item], aoi, aoi_wkb: bytes, ts: int,
     inside = shapely.contains(fp_arr, box_arr)  # the whole tile: no intersection to compute
     area = shapely.area(box_arr).astype(np.float64)
     edge = ~inside
-    if edge.any():
-        area[edge] = shapely.area(shapely.intersection(fp_arr[edge], box_arr[edge]))
+    if edge.any():  # clip_by_rect: same areas as intersection, several times faster on a box
+        bounds = shapely.bounds(box_arr[edge])
+        area[edge] = [shapely.clip_by_rect(f, *r).area for f, r in zip(fp_arr[edge], bounds.tolist())]
     keep = area > 0
     left, right, area = left[keep], right[keep], area[keep]
     cells = ((r1 - r0) * (c1 - c0))[right]
