@@ -250,7 +250,8 @@ def _sort_chips(chips: np.ndarray, by_item: bool) -> np.ndarray:
 
 
 def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: RasterPool | None = None,
-               patch_url: PatchUrl | None = None) -> ChipPlan:
+               patch_url: PatchUrl | None = None, epsg: int | None = None,
+               window: tuple[int, int, int, int] | None = None) -> ChipPlan:
     """Decide every chip of ``items`` inside ``aoi``, without reading pixels.
 
     Chips are 40 x 40 pixels of 30 m (1200 m). Items are grouped by CRS (and, on the fixed
@@ -271,6 +272,14 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
     patch_url : callable str -> str, optional
         Rewrites an asset href when a header must be read (see geomoe.chips.assets.PatchUrl);
         default: :func:`geomoe.chips.assets.default_patch_url` (signs Planetary Computer hrefs).
+    epsg : int, optional
+        Plan only the fixed-grid items of this CRS (needed with ``window``).
+    window : tuple of int, optional
+        (row0, row1, col0, col1), half-open chip indices of the fixed grid of ``epsg``: plan
+        only this window (one cube tile). Each footprint is clipped to the window's box before
+        its chips are enumerated, so the cost grows with the window, not with the scenes; the
+        chips inside are exactly those of the whole plan, and a group keeps only the items that
+        give a chip inside. Item-grid items are planned as without it.
 
     Returns
     -------
@@ -290,17 +299,26 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
     if grid is not None and grid not in GRID_MODES:
         raise GridError(f"unknown chip grid {grid!r}: use one of {GRID_MODES}")
     aoi = _as_aoi(aoi)
+    if window is not None and epsg is None:
+        raise ValueError("plan_chips(window=...) needs the epsg of the window's grid")
+    clip = None
+    if window is not None:
+        r0, r1, c0, c1 = window
+        clip = sg.box(c0 * CHIP_METERS, r0 * CHIP_METERS, c1 * CHIP_METERS, r1 * CHIP_METERS)
     own_pool = pool is None
     pool = pool or RasterPool(patch_url=patch_url)
     try:
         buckets: dict[tuple, list[pystac.Item]] = collections.defaultdict(list)
         assets: dict[str, ItemAssets] = {}
+        only_epsg = epsg
         for it in items:
-            epsg = item_epsg(it)
+            item_epsg_ = item_epsg(it)
             assets[it.id] = resolve_assets(it)  # MissingBandError before any read
             item_datetime(it)
             mode = _grid_mode(it, grid)
-            key = (mode, epsg, solar_day(it) if mode == "fixed" else None)
+            if mode == "fixed" and only_epsg is not None and item_epsg_ != only_epsg:
+                continue
+            key = (mode, item_epsg_, solar_day(it) if mode == "fixed" else None)
             buckets[key].append(it)
         groups: list[ChipGroup] = []
         id_len = max(len(it.id) for it in items)
@@ -312,6 +330,8 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
                 t = np.datetime64(item_datetime(it), "s")
                 if mode == "fixed":
                     fp = footprint_in_crs(it, epsg, aoi)
+                    if clip is not None:
+                        fp = fp.intersection(clip)
                     rows, cols = fixed_chips(fp)
                 else:
                     ig = _item_grid(it, assets[it.id], epsg, pool)

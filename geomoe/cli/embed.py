@@ -109,7 +109,7 @@ class _Printer:
 
     def __call__(self, p) -> None:
         now = time.monotonic()
-        if now - self.last >= 1.0 or p.done >= p.total:
+        if now - self.last >= 1.0 or (p.done >= p.total and not p.estimated):  # an estimate may be low
             self.last = now
             print(f"[embed-region] {p.line()}", file=sys.stderr, flush=True)
 

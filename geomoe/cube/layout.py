@@ -1,8 +1,10 @@
-"""Cube layout planning: chip plan -> per-group specs and chunk-aligned tiles.
+"""Cube layout: per-group specs and chunk-aligned tiles.
 
 Why a separate module: the layout (which chip lands at which array index, which tiles
-exist) must be computed identically by the process that creates the cube and by every
-worker that later writes a tile, so it is a pure function of the chip plan.
+exist) must be the same in the process that creates the cube and in every worker that later
+writes a tile. It is planned once, per tile, from the items' footprints
+(:mod:`geomoe.cube.tiling`), stored in the cube (:mod:`geomoe.cube.items`) and read back by
+workers; :func:`specs_from_plan` builds it from a whole-AOI chip plan (small areas, tests).
 
 Grid groups (fixed chip grid per CRS): index ``i`` along ``y`` counts down from the
 northernmost chip row (north-up, y descending), index ``j`` along ``x`` counts east from
@@ -55,22 +57,31 @@ class CubeTile:
 
 @dataclass
 class GridSpec:
-    """One CRS group on the fixed chip grid: shape, coordinates and time slices."""
+    """One CRS group on the fixed chip grid: shape, coordinates, time slices and its tiles.
+
+    No per-chip state: ``tile_items`` says which items touch each tile (a spatial join of
+    their footprints against the tiles, :mod:`geomoe.cube.tiling`), and the chips of a tile are
+    enumerated only when the tile is read. ``tile_estimate`` is the chips per tile estimated
+    from footprint areas; ``exact`` (filled as tiles are planned or finish) overrides it.
+    """
 
     name: str
     epsg: int
     row_max: int  # northernmost chip row (index 0 along y)
-    col_min: int  # westernmost chip column (index 0 along x)
+    col_min: int  # westernmost column (index 0 along x)
     ny: int
     nx: int
     days: np.ndarray  # (T,) datetime64[D] solar day of each slice
     times: np.ndarray  # (T,) datetime64[ns] acquisition time (earliest that day)
-    item_ids: list[list[str]]  # per time slice, the STAC items mosaicked into it
+    item_ids: list[list[str]]  # per time slice, the STAC items that overlap the group that day
     item_day: dict[str, np.datetime64]  # item id -> its solar day (= time slice)
     time_day: dict[np.datetime64, np.datetime64]  # acquisition time (s) -> solar day
     tile_size: int
-    chips: np.ndarray = field(repr=False)  # planned chips (row, col, time, item_id)
+    tile_items: dict[tuple[int, int], tuple[str, ...]] = field(repr=False, default_factory=dict)
+    tile_estimate: dict[tuple[int, int], int] = field(repr=False, default_factory=dict)
+    source: str = ""  # digest of what decides the chips (AOI, items' footprints): fingerprinted
     layout: str = "grid"
+    exact: dict[tuple[int, int], int] = field(repr=False, default_factory=dict, compare=False)
 
     @property
     def x(self) -> np.ndarray:
@@ -86,14 +97,12 @@ class GridSpec:
         return (-(-self.ny // ts), -(-self.nx // ts))
 
     def tiles(self) -> list[CubeTile]:
-        nty, ntx = self.n_tiles
-        planned = self.chip_tiles()
-        return [CubeTile(self.name, (a, b)) for a in range(nty) for b in range(ntx) if (a, b) in planned]
+        """Tiles some item footprint overlaps with positive area (the others stay NaN)."""
+        return [CubeTile(self.name, k) for k in sorted(self.tile_items)]
 
     def chip_tiles(self) -> set[tuple[int, int]]:
-        """Tiles holding at least one planned chip (others stay NaN and are never read)."""
-        i, j = self.index_of(self.chips["row"], self.chips["col"])
-        return set(zip((i // self.tile_size).tolist(), (j // self.tile_size).tolist()))
+        """Keys (ty, tx) of :meth:`tiles`."""
+        return set(self.tile_items)
 
     def index_of(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.row_max - np.asarray(row, np.int64), np.asarray(col, np.int64) - self.col_min
@@ -123,17 +132,28 @@ class GridSpec:
                 self.col_min + xs.start, self.col_min + xs.stop)
 
     def tile_item_ids(self, tile: CubeTile) -> set[str]:
-        row0, row1, col0, col1 = self.window(tile)
-        c = self.chips
-        sel = (c["row"] >= row0) & (c["row"] < row1) & (c["col"] >= col0) & (c["col"] < col1)
-        return set(c["item_id"][sel].tolist())
+        """Items whose footprint (clipped to the AOI) overlaps the tile with positive area;
+        an item that an earlier scene of its solar day covers there may give no chip."""
+        return set(self.tile_items.get(tuple(tile.key), ()))
 
     def n_planned(self, tile: CubeTile | None = None) -> int:
+        """Chips of a tile (or of the group): exact where the tile was planned, else estimated."""
         if tile is None:
-            return len(self.chips)
-        row0, row1, col0, col1 = self.window(tile)
-        c = self.chips
-        return int(np.sum((c["row"] >= row0) & (c["row"] < row1) & (c["col"] >= col0) & (c["col"] < col1)))
+            return sum(self.n_planned(CubeTile(self.name, k)) for k in self.tile_items)
+        key = tuple(tile.key)
+        if key in self.exact:
+            return self.exact[key]
+        return int(self.tile_estimate.get(key, 0))
+
+    def is_exact(self, tile: CubeTile | None = None) -> bool:
+        """Whether :meth:`n_planned` is exact (for the tile, or for every tile of the group)."""
+        if tile is None:
+            return all(k in self.exact for k in self.tile_items)
+        return tuple(tile.key) in self.exact
+
+    def record_exact(self, tile: CubeTile, n: int) -> None:
+        """The tile's chips are now enumerated (``n`` of them): counts stop being estimates."""
+        self.exact[tuple(tile.key)] = int(n)
 
 
 @dataclass
@@ -165,6 +185,12 @@ class TableSpec:
         s = self.region(tile)
         return s.stop - s.start
 
+    def is_exact(self, tile: CubeTile | None = None) -> bool:
+        return True  # the table's chips are enumerated when it is planned
+
+    def record_exact(self, tile: CubeTile, n: int) -> None:
+        pass
+
     def lookup(self) -> dict[tuple[str, int, int], int]:
         c = self.chips
         return {(str(a), int(r), int(q)): k for k, (a, r, q) in
@@ -184,11 +210,13 @@ def _chip_fields(chips: np.ndarray) -> np.ndarray:
 
 def specs_from_plan(plan: Any, items: Iterable[Any], tile_size: int = 32,
                     table_tile: int = 256) -> list[Spec]:
-    """Turn a ``geomoe.chips.plan.ChipPlan`` into cube group specs.
+    """Turn a whole-AOI ``geomoe.chips.plan.ChipPlan`` into cube group specs (exact counts).
 
-    The plan has one fixed-grid group per (CRS, solar day); the cube has one group per
-    CRS with one time slice per solar day. All item-grid chips (any CRS) go to the single
-    table group ``chips``. ``items`` (pystac Items) give each item's solar day.
+    For small plans and tests; ``embed-region`` plans per tile instead
+    (:func:`geomoe.cube.tiling.plan_specs`), which never enumerates every chip. The plan has
+    one fixed-grid group per (CRS, solar day); the cube has one group per CRS with one time
+    slice per solar day. All item-grid chips (any CRS) go to the single table group
+    ``chips``. ``items`` (pystac Items) give each item's solar day.
     """
     from geomoe.chips.grid import item_datetime, solar_day
 
@@ -220,15 +248,28 @@ def specs_from_plan(plan: Any, items: Iterable[Any], tile_size: int = 32,
             times.append(chips["time"][sel].min())
             ids.append(sorted(set(chips["item_id"][sel].tolist())))
         used = set(chips["item_id"].tolist())
+        row_max, col_min = int(chips["row"].max()), int(chips["col"].min())
+        ty = (row_max - chips["row"]) // tile_size
+        tx = (chips["col"] - col_min) // tile_size
+        keys, counts = np.unique(np.stack([ty, tx], axis=1), axis=0, return_counts=True)
+        tile_items: dict[tuple[int, int], set] = {}
+        for a, b, i in zip(ty.tolist(), tx.tolist(), chips["item_id"].tolist()):
+            tile_items.setdefault((a, b), set()).add(i)
+        h = hashlib.sha256()
+        for n in ("row", "col", "time"):
+            h.update(np.ascontiguousarray(chips[n]).tobytes())
+        h.update("|".join(map(str, chips["item_id"].tolist())).encode())
         specs.append(GridSpec(
-            name=group_name(epsg), epsg=epsg,
-            row_max=int(chips["row"].max()), col_min=int(chips["col"].min()),
+            name=group_name(epsg), epsg=epsg, row_max=row_max, col_min=col_min,
             ny=int(chips["row"].max() - chips["row"].min() + 1),
             nx=int(chips["col"].max() - chips["col"].min() + 1),
             days=udays, times=np.array(times, dtype="datetime64[ns]"), item_ids=ids,
             item_day={i: item_day[i] for i in used},
-            time_day=time_day,
-            tile_size=tile_size, chips=chips))
+            time_day=time_day, tile_size=tile_size,
+            tile_items={k: tuple(sorted(v)) for k, v in tile_items.items()},
+            tile_estimate={(int(a), int(b)): int(c) for (a, b), c in zip(keys, counts)},
+            source="chips:" + h.hexdigest(),
+            exact={(int(a), int(b)): int(c) for (a, b), c in zip(keys, counts)}))
     if table_parts:
         t = np.concatenate(table_parts)
         t = t[np.lexsort((t["col"], t["row"], t["item_id"].astype(str)))]
@@ -236,10 +277,24 @@ def specs_from_plan(plan: Any, items: Iterable[Any], tile_size: int = 32,
     return specs
 
 
+def grid_key(spec: GridSpec) -> list:
+    """What the fingerprint records of a grid group: its geometry, slices, items and source."""
+    return [spec.name, spec.layout, int(spec.tile_size), int(spec.epsg), int(spec.row_max),
+            int(spec.col_min), int(spec.ny), int(spec.nx), [str(d) for d in spec.days],
+            [str(np.datetime64(t, "s")) for t in spec.times], spec.item_ids, spec.source]
+
+
 def plan_fingerprint(specs: list[Spec]) -> str:
-    """sha256 over every planned chip: a rerun must plan exactly the same chips to resume."""
+    """sha256 of the plan: a rerun must plan exactly the same chips to resume.
+
+    Grid groups: their geometry, time slices, items and ``source`` (a digest of the AOI and of
+    the items' footprints, which decide the chips), so its cost grows with items, not chips.
+    Table groups (item grid, small): every chip."""
     h = hashlib.sha256()
     for s in specs:
+        if isinstance(s, GridSpec):
+            h.update(json.dumps(grid_key(s)).encode())
+            continue
         h.update(json.dumps([s.name, s.layout, s.tile_size]).encode())
         c = s.chips
         for n in c.dtype.names:

@@ -39,7 +39,7 @@ from geomoe.chips.grid import CHIP_METERS, CHIP_PIXELS
 from geomoe.embed.lock import store_lock
 from geomoe.model.checkpoint import resolve_checkpoint
 from geomoe.model.config import POOLINGS
-from geomoe.cube.layout import CubeTile, GridSpec, Spec, specs_from_plan
+from geomoe.cube.layout import CubeTile, GridSpec, Spec, plan_fingerprint
 
 
 # ---------------------------------------------------------------- per-process caches
@@ -132,7 +132,7 @@ class Prepared:
 
     request: EmbedRequest
     cube: Cube
-    items: dict[str, Any]  # id -> pystac.Item
+    items: Any  # id -> pystac.Item: a dict, or a worker's geomoe.cube.items.ItemTable (lazy)
     aoi_geom: Any
     checkpoint: Path
     sha256: str
@@ -141,16 +141,23 @@ class Prepared:
     def specs(self) -> dict[str, Spec]:
         return self.cube.specs
 
+    def items_for(self, ids: list[str]) -> list:
+        """pystac Items of these ids (a worker loads only these from the cube's item table)."""
+        get = getattr(self.items, "get", None)
+        if get is not None and not isinstance(self.items, dict):
+            return get(ids)
+        return [self.items[i] for i in ids]
+
 
 def _search(req: EmbedRequest):
     from geomoe.stac.aoi import load_aoi
     from geomoe.stac.search import search
-    from geomoe.chips.plan import plan_chips
+    from geomoe.cube.tiling import plan_specs
 
     geom = load_aoi(req.aoi, area=True)
     items = search(req.catalog, geom, datetime=req.datetime, max_cloud=req.max_cloud)
-    plan = plan_chips(items, aoi=geom, grid=req.grid)
-    specs = specs_from_plan(plan, items, tile_size=int(req.tile_size), table_tile=int(req.table_tile))
+    specs = plan_specs(items, aoi=geom, grid=req.grid, tile_size=int(req.tile_size),
+                       table_tile=int(req.table_tile))
     if not specs:
         raise GeomoeError(
             f"the AOI intersects {len(items)} scene(s) but no chip footprint: nothing to embed")
@@ -186,7 +193,7 @@ def check_assets(items: list, specs: list[Spec]) -> None:
     from geomoe.errors import RasterReadError
     from geomoe.chips.assets import RasterPool, is_planetary_computer, planetary_computer_patch_url, resolve_assets
 
-    needed = {str(i) for s in specs for i in s.chips["item_id"]}
+    needed = {str(i) for s in specs for i in (s.item_day if isinstance(s, GridSpec) else s.chips["item_id"])}
     pool = RasterPool(epsg_check=False)
     try:
         for it in items:
@@ -250,29 +257,45 @@ def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
     cube = Cube.create_or_open(req.out, specs, dim=dim, dtype=req.dtype,
                                identity=identity(req, info, specs), attrs=attrs,
                                items=[it.to_dict(transform_hrefs=False) for it in items])
+    from geomoe.cube.items import has_plan_files, load_specs, write_plan_files
+
+    # what workers open instead of searching and planning; rewritten when this run's plan differs
+    # (an append: new scenes, days or zones), under the run lock, before any tile is read
+    stored = load_specs(cube.path) if has_plan_files(cube.path) else None
+    if stored is None or plan_fingerprint(stored) != plan_fingerprint(specs):
+        write_plan_files(cube.path, specs, items)
     return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt, sha)
 
 
 def reopen(req: EmbedRequest) -> Prepared:
-    """Rebuild a Prepared in a worker from the cube's stored items (no catalog search).
+    """Rebuild a Prepared in a worker from what the cube stores: no catalog search, no planning.
 
-    The checkpoint comes from the request (the cube records only its file name and sha256)
-    and must be the file the cube was made with: its sha256 is checked."""
+    The group specs (tile -> items index) come from ``_geomoe/plan`` and the items, loaded
+    per tile on demand, from ``_geomoe/item_table`` (:mod:`geomoe.cube.items`); a cube made
+    before these files existed is re-planned from its stored items. The checkpoint comes from
+    the request (the cube records only its file name and sha256) and must be the file the cube
+    was made with: its sha256 is checked."""
     import pystac
-    from geomoe.chips.plan import plan_chips
-    from geomoe.stac.aoi import load_aoi
-    from geomoe.cube.store import Cube as _Cube, CubeMismatchError
-    from geomoe.model import checkpoint_sha256
     import zarr
 
-    attrs = zarr.open_group(req.out, mode="r").attrs.asdict()
-    from geomoe.cube.store import read_items
+    from geomoe.cube.items import ItemTable, load_specs
+    from geomoe.cube.store import Cube as _Cube, CubeMismatchError, read_items
+    from geomoe.cube.tiling import plan_specs
+    from geomoe.model import checkpoint_sha256
+    from geomoe.stac.aoi import load_aoi
 
-    items = [pystac.Item.from_dict(d) for d in read_items(req.out)]
+    attrs = zarr.open_group(req.out, mode="r").attrs.asdict()
     geom = load_aoi(attrs["geomoe:query"]["aoi"]["geometry"])
-    plan = plan_chips(items, aoi=geom, grid=req.grid)
-    specs = specs_from_plan(plan, items, tile_size=int(req.tile_size), table_tile=int(req.table_tile))
-    cube = _Cube.open(req.out, specs)
+    specs = load_specs(req.out)
+    table = ItemTable(req.out)
+    if specs is not None and table.exists():
+        items: Any = table
+    else:  # an older cube: plan again from its stored items
+        loaded = [pystac.Item.from_dict(d) for d in read_items(req.out)]
+        specs = plan_specs(loaded, aoi=geom, grid=req.grid, tile_size=int(req.tile_size),
+                           table_tile=int(req.table_tile))
+        items = {it.id: it for it in loaded}
+    cube = _Cube.open(req.out, specs)  # the plan's fingerprint must be the cube's
     ckpt = resolve_checkpoint(req.checkpoint)
     want, got = attrs["geomoe:identity"]["checkpoint_sha256"], checkpoint_sha256(ckpt)
     if got != want:
@@ -280,7 +303,7 @@ def reopen(req: EmbedRequest) -> Prepared:
             f"checkpoint {ckpt} (sha256 {got[:12]}...) is not the one the cube {req.out} was made "
             f"with ({attrs['geomoe:model'].get('checkpoint')}, sha256 {want[:12]}...); give this "
             "worker the same checkpoint file")
-    return Prepared(req, cube, {it.id: it for it in items}, geom, ckpt, want)
+    return Prepared(req, cube, items, geom, ckpt, want)
 
 
 #: (cube, run) -> its plan and open store: the last two runs a worker served.
@@ -387,20 +410,27 @@ class TileBuffer:
 
 def iter_tile_batches(prep: Prepared, tile: CubeTile, batch_size: int) -> Iterator[Any]:
     """Chip batches of one tile's pending work, read only from the items that touch it on the
-    solar days it still lacks (all its items on a first run)."""
-    from geomoe.chips.plan import iter_chips
+    solar days it still lacks (all its items on a first run).
+
+    On the fixed grid the tile's chips are enumerated here, from those items' footprints clipped
+    to the tile (on a first run the exact count replaces the spec's estimate)."""
+    from geomoe.chips.plan import iter_chips, plan_chips
 
     spec = prep.specs[tile.group]
     if isinstance(spec, GridSpec):
         ids = prep.cube.pending_items(tile, prep.cube.pending_times(tile))
-        items = [prep.items[i] for i in sorted(ids)]
-        if not items:
+        if not ids:
             return
-        yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size,
+        items = prep.items_for(sorted(ids))
+        window = spec.window(tile)
+        plan = plan_chips(items, aoi=prep.aoi_geom, grid="fixed", epsg=spec.epsg, window=window)
+        if ids == set(spec.tile_item_ids(tile)):
+            spec.record_exact(tile, len(plan))
+        yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size, plan=plan,
                               min_valid=prep.request.min_valid, grid="fixed", epsg=spec.epsg,
-                              window=spec.window(tile), workers=int(prep.request.read_workers))
+                              window=window, workers=int(prep.request.read_workers))
     else:
-        items = [prep.items[i] for i in sorted(spec.tile_item_ids(tile))]
+        items = prep.items_for(sorted(spec.tile_item_ids(tile)))
         yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size,
                               min_valid=prep.request.min_valid, grid="item",
                               workers=int(prep.request.read_workers))
@@ -445,11 +475,13 @@ class Progress:
     skipped: int
     chips_per_s: float  # this run
     eta_s: float | None
+    estimated: bool = False  # total (partly) estimated from footprint areas: shown as ~total
 
     def line(self) -> str:
         eta = "?" if self.eta_s is None else f"{self.eta_s:,.0f}s"
-        pct = 100.0 * self.done / max(self.total, 1)
-        return (f"{self.done:,}/{self.total:,} chips ({pct:.0f}%)  "
+        pct = min(100.0 * self.done / max(self.total, 1), 100.0)
+        total = f"~{self.total:,}" if self.estimated else f"{self.total:,}"
+        return (f"{self.done:,}/{total} chips ({pct:.0f}%)  "
                 f"{self.chips_per_s:,.1f} chips/s  ETA {eta}")
 
 
@@ -597,6 +629,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
         dim = int(model.embed_dim)
         counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)
+        total = counts["total"]  # exact for every tile this run planned
         from geomoe.cube.stac_item import write_cube_item
 
         stac_path = write_cube_item(cube)
@@ -732,7 +765,9 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
     batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     writes: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
-    final = {"embedded": 0, "skipped": 0, "tiles": 0}
+    final = {"embedded": 0, "skipped": 0, "tiles": 0, "total": total}
+    estimate = {t: prep.specs[t.group].n_planned(t) for t in pending}  # before their exact counts
+    n_estimated = sum(not s.is_exact(t) for s in prep.specs.values() for t in s.tiles())
     stop = threading.Event()
     bs = int(prep.request.batch_size)
 
@@ -786,6 +821,7 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
     embedded = skipped = 0
     t_run = time.perf_counter()
     bufs: dict[CubeTile, TileBuffer] = {}
+    exact_seen = {t for t in pending if prep.specs[t.group].is_exact(t)}
     try:
         while True:
             if errors:
@@ -799,7 +835,15 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
             if msg is _DONE:
                 break
             tile, batch, z = msg
-            buf = bufs.get(tile) or bufs.setdefault(tile, TileBuffer.new(prep.cube, tile, dim))
+            buf = bufs.get(tile)
+            if buf is None:  # the reader has planned the tile: its count is exact now
+                buf = bufs.setdefault(tile, TileBuffer.new(prep.cube, tile, dim))
+                spec = prep.specs[tile.group]
+                if spec.is_exact(tile):
+                    total += spec.n_planned(tile) - estimate[tile]
+                    estimate[tile] = spec.n_planned(tile)
+                    n_estimated -= 0 if tile in exact_seen else 1
+                    exact_seen.add(tile)
             if batch is None:
                 if not put(writes, bufs.pop(tile)):
                     break
@@ -814,7 +858,7 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
                 rate = (embedded + skipped) / dt if dt > 0 else 0.0
                 done = already + embedded + skipped
                 progress(Progress(done, total, embedded, skipped, rate,
-                                  (total - done) / rate if rate > 0 else None))
+                                  max(total - done, 0) / rate if rate > 0 else None, n_estimated > 0))
     finally:
         if errors:
             stop.set()
@@ -824,4 +868,5 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
         rt.join(timeout=5)
     if errors:
         raise errors[0]
+    final["total"] = total
     return final

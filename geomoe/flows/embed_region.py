@@ -11,8 +11,9 @@ only knows ``--param key=value`` / ``--params JSON``.) ``geomoe embed-region --a
 
 The flow process holds the cube's run lock; tile tasks (threads by default, or Dask
 workers through prefect-dask's DaskTaskRunner) write chunk-aligned regions without it.
-Every task re-derives the layout from the items stored in the cube, so a task can run on
-any machine that sees the store and the checkpoint.
+Every task reads the plan stored in the cube and loads only its tile's items from the cube's
+item table (geomoe.cube.items): no catalog search, no planning of other tiles, so a task can
+run on any machine that sees the store and the checkpoint.
 
 The flow publishes its progress (artifact ``embed-region-progress``, ``done/total chips``)
 as tiles finish and its summary as a table artifact; ``watch_flow_run`` and ``run_summary``
@@ -118,8 +119,9 @@ class _ProgressArtifact:
     Updated as tiles finish, at most once a second plus the last one, so a large run does not
     flood the API."""
 
-    def __init__(self, total: int, already: int) -> None:
+    def __init__(self, total: int, already: int, estimated: int = 0) -> None:
         self.total, self.done, self.new = total, already, 0
+        self.estimated = estimated  # tiles whose chip count is still an estimate (total shown ~)
         self.t0 = self.last = time.monotonic()
         self.id = create_progress_artifact(progress=self._pct(), key=PROGRESS_KEY,
                                            description=self._line())
@@ -131,13 +133,17 @@ class _ProgressArtifact:
         dt = time.monotonic() - self.t0
         rate = self.new / dt if dt > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else None
-        return Progress(self.done, self.total, 0, 0, rate, eta).line()
+        return Progress(self.done, self.total, 0, 0, rate, eta, self.estimated > 0).line()
 
-    def add(self, chips: int) -> None:
+    def add(self, chips: int, estimate: int | None = None) -> None:
+        """A tile finished with ``chips`` chips; ``estimate``: what the total counted for it."""
+        if estimate is not None:
+            self.total += chips - estimate
+            self.estimated -= 1
         self.done += chips
         self.new += chips
         now = time.monotonic()
-        if now - self.last >= 1.0 or self.done >= self.total:
+        if now - self.last >= 1.0 or (self.done >= self.total and not self.estimated):
             self.last = now
             update_progress_artifact(self.id, progress=self._pct(), description=self._line())
 
@@ -197,9 +203,12 @@ def embed_region_flow(**params: Any) -> dict:
         pending = cube.pending_tiles()
         planned = sum(cube.specs[t.group].n_planned(t) for t in tiles)
         already = planned - sum(cube.specs[t.group].n_planned(t) for t in pending)
-        log.info("cube %s: %d chips planned in %d tile(s), %d pending (run %d)",
-                 req.out, planned, len(tiles), len(pending), run)
-        progress = _ProgressArtifact(planned, already)
+        estimate = {str(t): cube.specs[t.group].n_planned(t) for t in pending
+                    if not cube.specs[t.group].is_exact(t)}
+        n_est = sum(not s.is_exact(t) for s in cube.specs.values() for t in s.tiles())
+        log.info("cube %s: %s%d chips planned in %d tile(s), %d pending (run %d)",
+                 req.out, "~" if n_est else "", planned, len(tiles), len(pending), run)
+        progress = _ProgressArtifact(planned, already, n_est)
         reqd = dataclasses.asdict(req)
         reqd["out"] = str(Path(req.out).resolve())
         if req.gpu_resource:
@@ -218,7 +227,11 @@ def embed_region_flow(**params: Any) -> dict:
                 errors.append(exc)
                 continue
             results.append(r)
-            progress.add(r["embedded"] + r["skipped"])
+            if r.get("already_done"):  # a retry of a committed tile: its count stays as planned
+                t = CubeTile.parse(r["tile"])
+                progress.add(cube.specs[t.group].n_planned(t), estimate.get(r["tile"]))
+            else:
+                progress.add(r["embedded"] + r["skipped"], estimate.get(r["tile"]))  # exact now
         if errors:
             raise errors[0]
         missing = cube.pending_tiles()
@@ -226,6 +239,7 @@ def embed_region_flow(**params: Any) -> dict:
             raise RuntimeError(f"{len(missing)} tile(s) not completed: {[str(t) for t in missing][:5]}")
         stac = write_cube_item(cube)
         cube.finish()  # consolidated metadata: last, once every tile is done
+        planned = progress.total
     s = EmbedSummary(
         out=str(req.out), groups=list(cube.specs), chips_planned=planned,
         chips_embedded=sum(r["embedded"] for r in results),
