@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from geomoe.cube.layout import CubeTile
 
@@ -65,3 +65,25 @@ def batch_tiles(tiles: Iterable[CubeTile], tiles_per_task: int) -> list[list[Cub
         g = list(group)
         batches += [g[i:i + n] for i in range(0, len(g), n)]
     return batches
+
+
+def committed_counts(cube_path: str, spec: Any, tile: CubeTile) -> tuple[int, int]:
+    """(embedded, skipped) chips of a tile already committed, read back from the cube.
+
+    For a batch that finds some of its tiles done: an earlier attempt of the same run (a
+    worker killed mid-batch, the task re-run by Dask or retried by Prefect) wrote them, so
+    they count as this run's work without being embedded again. Embedded chips have a finite
+    embedding; skipped ones (cloud/fill) a finite ``valid_fraction`` and a NaN embedding.
+    """
+    import numpy as np
+    import zarr
+
+    g = zarr.open_group(str(cube_path), path=tile.group, mode="r")
+    region = spec.region(tile)
+    if isinstance(region, slice):  # table group: chips along ``chip``
+        emb, valid = g["embedding"][region, 0], g["valid_fraction"][region]
+    else:  # grid group: (time, y, x[, dim])
+        ys, xs = region
+        emb, valid = g["embedding"][:, ys, xs, 0], g["valid_fraction"][:, ys, xs]
+    embedded = int(np.isfinite(emb).sum())
+    return embedded, int(np.isfinite(valid).sum()) - embedded

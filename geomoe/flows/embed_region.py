@@ -45,7 +45,7 @@ from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
 from geomoe.device import infer_bf16, resolve_device
-from geomoe.embed.batching import auto_tiles_per_task, batch_tiles
+from geomoe.embed.batching import auto_tiles_per_task, batch_tiles, committed_counts
 from geomoe.embed.pipeline import (EmbedRequest, EmbedSummary, Progress, cube_run, embed_tile, prepared_for,
                           search_and_plan)
 from geomoe.errors import GeomoeError
@@ -117,18 +117,19 @@ def embed_tiles_task(tiles: list[str], req: dict, run: int) -> dict:
                 "precision": "bf16" if infer_bf16(dev, req["precision"]) else "fp32"}
         prep = prepared_for(req, run)
         info["read_workers"] = int(prep.request.read_workers)
-        out = {"tiles": list(tiles), "embedded": 0, "skipped": 0, "written": 0, "already_done": 0,
-               "chips_already_done": 0, **info}
+        out = {"tiles": list(tiles), "embedded": 0, "skipped": 0, "written": 0, "recovered": 0, **info}
+        done = prep.cube.done_map(CubeTile.parse(tiles[0]).group) if tiles else None  # one group
         for name in tiles:
             t = CubeTile.parse(name)
-            if prep.cube.is_done(t):  # committed by an earlier attempt of this batch
-                out["already_done"] += 1
-                out["chips_already_done"] += prep.specs[t.group].n_planned(t)
-                continue
-            r = embed_tile(prep, t, run, device=dev)
-            out["embedded"] += r["embedded"]
-            out["skipped"] += r["skipped"]
-            out["written"] += 1
+            if done[t.key]:  # committed by an earlier attempt of this batch (this run's work)
+                e, k = committed_counts(prep.cube.path, prep.specs[t.group], t)
+                out["recovered"] += 1
+            else:
+                r = embed_tile(prep, t, run, device=dev)
+                e, k = r["embedded"], r["skipped"]
+                out["written"] += 1
+            out["embedded"] += e
+            out["skipped"] += k
         return out
 
 
@@ -260,7 +261,7 @@ def embed_region_flow(**params: Any) -> dict:
                 errors.append(exc)
                 continue
             results.append(r)
-            progress.add(r["embedded"] + r["skipped"] + r["chips_already_done"])
+            progress.add(r["embedded"] + r["skipped"])
         if errors:
             raise errors[0]
         missing = cube.pending_tiles()
@@ -272,9 +273,7 @@ def embed_region_flow(**params: Any) -> dict:
         out=str(req.out), groups=list(cube.specs), chips_planned=planned,
         chips_embedded=sum(r["embedded"] for r in results),
         chips_skipped_cloud=sum(r["skipped"] for r in results), tiles_total=len(tiles),
-        # a batch Dask re-ran after its worker died finds its first tiles done: not written twice
-        tiles_written=sum(r["written"] for r in results),
-        tiles_already_done=len(tiles) - sum(r["written"] for r in results),
+        tiles_written=len(pending), tiles_already_done=len(tiles) - len(pending),
         seconds=round(time.perf_counter() - t0, 2), run=run, checkpoint=str(prep.checkpoint),
         checkpoint_sha256=prep.sha256, stac_item=str(stac),
         device=_ran_on(results, "device", lambda: str(resolve_device(device))),
@@ -286,7 +285,9 @@ def embed_region_flow(**params: Any) -> dict:
                    worker_nthreads=sorted({r["worker_nthreads"] for r in results
                                            if r["worker_nthreads"] is not None}),
                    read_workers=sorted({r["read_workers"] for r in results}),
-                   tasks=len(batches), tiles_per_task=n)
+                   tasks=len(batches), tiles_per_task=n,
+                   # tiles a killed worker had committed, which its batch's re-run found done
+                   tiles_recovered=sum(r["recovered"] for r in results))
     print(str(s))
     if req.plot:
         from geomoe.viz import plot_cube
