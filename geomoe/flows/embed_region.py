@@ -118,10 +118,9 @@ def embed_tiles_task(tiles: list[str], req: dict, run: int) -> dict:
         prep = prepared_for(req, run)
         info["read_workers"] = int(prep.request.read_workers)
         out = {"tiles": list(tiles), "embedded": 0, "skipped": 0, "written": 0, "recovered": 0, **info}
-        done = prep.cube.done_map(CubeTile.parse(tiles[0]).group) if tiles else None  # one group
         for name in tiles:
             t = CubeTile.parse(name)
-            if done[t.key]:  # committed by an earlier attempt of this batch (this run's work)
+            if prep.cube.is_done(t):  # pending when the run began: an earlier attempt of this batch
                 e, k = committed_counts(prep.cube.path, prep.specs[t.group], t)
                 out["recovered"] += 1
             else:
