@@ -1,4 +1,4 @@
-"""Prefect flow ``embed-region``: plan the cube, embed its tiles as tasks, publish it.
+"""Prefect flow ``embed-region``: plan the cube, embed its tiles in batches (tasks), publish it.
 
 Deploy with ``prefect deploy --name default`` (see prefect.yaml) and run with Prefect's
 syntax::
