@@ -117,19 +117,19 @@ def embed_tiles_task(tiles: list[str], req: dict, run: int) -> dict:
                 "precision": "bf16" if infer_bf16(dev, req["precision"]) else "fp32"}
         prep = prepared_for(req, run)
         info["read_workers"] = int(prep.request.read_workers)
-        out = {"tiles": list(tiles), "embedded": 0, "skipped": 0, "written": 0, "recovered": 0, **info}
+        per_tile = []  # {tile, embedded, skipped, recovered} in batch order
         for name in tiles:
             t = CubeTile.parse(name)
             if prep.cube.is_done(t):  # pending when the run began: an earlier attempt of this batch
                 e, k = committed_counts(prep.cube.path, prep.specs[t.group], t)
-                out["recovered"] += 1
+                per_tile.append({"tile": name, "embedded": e, "skipped": k, "recovered": True})
             else:
                 r = embed_tile(prep, t, run, device=dev)
-                e, k = r["embedded"], r["skipped"]
-                out["written"] += 1
-            out["embedded"] += e
-            out["skipped"] += k
-        return out
+                per_tile.append({"tile": name, "embedded": r["embedded"], "skipped": r["skipped"],
+                                 "recovered": False})
+        return {"tiles": per_tile, "embedded": sum(p["embedded"] for p in per_tile),
+                "skipped": sum(p["skipped"] for p in per_tile),
+                "recovered": sum(p["recovered"] for p in per_tile), **info}
 
 
 def task_slots() -> int:
@@ -260,7 +260,8 @@ def embed_region_flow(**params: Any) -> dict:
                 errors.append(exc)
                 continue
             results.append(r)
-            progress.add(r["embedded"] + r["skipped"])
+            for p in r["tiles"]:
+                progress.add(p["embedded"] + p["skipped"])
         if errors:
             raise errors[0]
         missing = cube.pending_tiles()
