@@ -98,6 +98,10 @@ class EmbedRequest:
     plot: bool = param(False, where={"cli", "flow"}, help="also write <out>.png (PCs 1-3 as RGB)")
     table_tile: int = param(256, type=positive_int, where={"flow", "library"},
                             help="chips per Zarr chunk of an item-grid (table) group")
+    tiles_per_task: int | None = param(
+        None, type=positive_int, where={"cli", "flow"},
+        help="tiles per Prefect task with --dask-*/--deployment (default: auto, about 8 tasks "
+             "per Dask worker, at most 64 tiles each); no effect on a plain run")
     gpu_resource: bool = param(
         False, where={"flow"},
         help="annotate tile tasks with the Dask resource GPU=1, so a Dask scheduler sends them "

@@ -1,4 +1,4 @@
-"""Prefect flow ``embed-region``: plan the cube, embed its tiles as tasks, publish it.
+"""Prefect flow ``embed-region``: plan the cube, embed its tiles in batches (tasks), publish it.
 
 Deploy with ``prefect deploy --name default`` (see prefect.yaml) and run with Prefect's
 syntax::
@@ -45,6 +45,7 @@ from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
 from geomoe.device import infer_bf16, resolve_device
+from geomoe.embed.batching import auto_tiles_per_task, batch_tiles, committed_counts
 from geomoe.embed.pipeline import (EmbedRequest, EmbedSummary, Progress, cube_run, embed_tile, prepared_for,
                           search_and_plan)
 from geomoe.errors import GeomoeError
@@ -88,10 +89,19 @@ def worker_threads() -> Iterator[int | None]:
         yield limit_threads(n)  # per calling thread: set in the thread that runs the model
 
 
-@task(name="embed-tile", retries=1, retry_delay_seconds=2,
-      task_run_name="embed-tile {tile}")
-def embed_tile_task(tile: str, req: dict, run: int) -> dict:
-    """Read, embed and write one chunk-aligned tile; idempotent (a retry rewrites it whole)."""
+def _batch_run_name() -> str:
+    """Task run name: the batch's first tile and how many follow, e.g. ``embed-tiles utm30n/0/1 +2``."""
+    tiles = prefect.runtime.task_run.parameters.get("tiles") or ["?"]
+    return f"embed-tiles {tiles[0]}" + (f" +{len(tiles) - 1}" if len(tiles) > 1 else "")
+
+
+@task(name="embed-tiles", retries=1, retry_delay_seconds=2, task_run_name=_batch_run_name)
+def embed_tiles_task(tiles: list[str], req: dict, run: int) -> dict:
+    """Read, embed and write a batch of chunk-aligned tiles (:func:`geomoe.embed.batching.batch_tiles`).
+
+    Each tile is committed as it finishes, so a killed worker loses only the unfinished tiles
+    of its batch; tiles already recorded as done (a retry, or a rerun of a task Dask moved to
+    another worker) are skipped, not rewritten."""
     import torch
 
     from geomoe.device import cores_available, limit_threads
@@ -107,10 +117,39 @@ def embed_tile_task(tile: str, req: dict, run: int) -> dict:
                 "precision": "bf16" if infer_bf16(dev, req["precision"]) else "fp32"}
         prep = prepared_for(req, run)
         info["read_workers"] = int(prep.request.read_workers)
-        t = CubeTile.parse(tile)
-        if prep.cube.is_done(t):  # a retried task whose first attempt already committed
-            return {"tile": tile, "embedded": 0, "skipped": 0, "already_done": True, **info}
-        return {**embed_tile(prep, t, run, device=dev), **info}
+        per_tile = []  # {tile, embedded, skipped, recovered} in batch order
+        for name in tiles:
+            t = CubeTile.parse(name)
+            if prep.cube.is_done(t):  # pending when the run began: an earlier attempt of this batch
+                e, k = committed_counts(prep.cube.path, prep.specs[t.group], t)
+                per_tile.append({"tile": name, "embedded": e, "skipped": k, "recovered": True})
+            else:
+                r = embed_tile(prep, t, run, device=dev)
+                per_tile.append({"tile": name, "embedded": r["embedded"], "skipped": r["skipped"],
+                                 "recovered": False})
+        return {"tiles": per_tile, "embedded": sum(p["embedded"] for p in per_tile),
+                "skipped": sum(p["skipped"] for p in per_tile),
+                "recovered": sum(p["recovered"] for p in per_tile), **info}
+
+
+def task_slots() -> int:
+    """How many tile batches run at once: the Dask workers of this flow's DaskTaskRunner (each
+    runs one batch at a time, :func:`worker_threads`), else 1 (the flow's own threads share one
+    process and its cores)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner = getattr(ctx, "task_runner", None)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        return 1
+    if not isinstance(runner, DaskTaskRunner):
+        return 1
+    try:
+        return max(1, len(runner.client.scheduler_info()["workers"]))
+    except Exception:  # scheduler unreachable for a moment: batching stays correct, only coarser
+        return 1
 
 
 class _ProgressArtifact:
@@ -202,23 +241,20 @@ def embed_region_flow(**params: Any) -> dict:
         tiles = cube.tiles()
         pending = cube.pending_tiles()
         planned = sum(cube.specs[t.group].n_planned(t) for t in tiles)
-        already = planned - sum(cube.specs[t.group].n_planned(t) for t in pending)
+        already = planned - cube.pending_chips(pending)  # appended runs: finished days count as done
         estimate = {str(t): cube.specs[t.group].n_planned(t) for t in pending
                     if not cube.specs[t.group].is_exact(t)}
         n_est = sum(not s.is_exact(t) for s in cube.specs.values() for t in s.tiles())
         log.info("cube %s: %s%d chips planned in %d tile(s), %d pending (run %d)",
                  req.out, "~" if n_est else "", planned, len(tiles), len(pending), run)
+        n = int(req.tiles_per_task or auto_tiles_per_task(len(pending), task_slots()))
+        batches = [[str(t) for t in b] for b in batch_tiles(pending, n)]
+        log.info("%d pending tile(s) in %d task(s) of up to %d tile(s)", len(pending), len(batches), n)
         progress = _ProgressArtifact(planned, already, n_est)
         reqd = dataclasses.asdict(req)
         reqd["out"] = str(Path(req.out).resolve())
-        if req.gpu_resource:
-            import dask
-
-            with dask.annotate(resources={"GPU": 1}):
-                futures = embed_tile_task.map([str(t) for t in pending], req=unmapped(reqd),
-                                              run=unmapped(run))
-        else:
-            futures = embed_tile_task.map([str(t) for t in pending], req=unmapped(reqd), run=unmapped(run))
+        with (dask_gpu_annotation() if req.gpu_resource else contextlib.nullcontext()):
+            futures = embed_tiles_task.map(batches, req=unmapped(reqd), run=unmapped(run))
         results, errors = [], []
         for fut in as_completed(futures):
             try:
@@ -227,11 +263,8 @@ def embed_region_flow(**params: Any) -> dict:
                 errors.append(exc)
                 continue
             results.append(r)
-            if r.get("already_done"):  # a retry of a committed tile: its count stays as planned
-                t = CubeTile.parse(r["tile"])
-                progress.add(cube.specs[t.group].n_planned(t), estimate.get(r["tile"]))
-            else:
-                progress.add(r["embedded"] + r["skipped"], estimate.get(r["tile"]))  # exact now
+            for p in r["tiles"]:  # exact counts now, recovered tiles recounted from the store
+                progress.add(p["embedded"] + p["skipped"], estimate.get(p["tile"]))
         if errors:
             raise errors[0]
         missing = cube.pending_tiles()
@@ -255,7 +288,10 @@ def embed_region_flow(**params: Any) -> dict:
                    torch_threads=sorted({r["torch_threads"] for r in results}),
                    worker_nthreads=sorted({r["worker_nthreads"] for r in results
                                            if r["worker_nthreads"] is not None}),
-                   read_workers=sorted({r["read_workers"] for r in results}))
+                   read_workers=sorted({r["read_workers"] for r in results}),
+                   tasks=len(batches), tiles_per_task=n,
+                   # tiles a killed worker had committed, which its batch's re-run found done
+                   tiles_recovered=sum(r["recovered"] for r in results))
     print(str(s))
     if req.plot:
         from geomoe.viz import plot_cube
@@ -268,6 +304,15 @@ def embed_region_flow(**params: Any) -> dict:
                           table=[{"key": k, "value": _table_value(v)} for k, v in summary.items()],
                           description="embed-region summary")
     return summary
+
+
+@contextlib.contextmanager
+def dask_gpu_annotation() -> Iterator[None]:
+    """Tasks submitted in the body need the Dask resource ``GPU=1`` (``gpu_resource``)."""
+    import dask
+
+    with dask.annotate(resources={"GPU": 1}):
+        yield
 
 
 def _ran_on(results: list[dict], key: str, default: Callable[[], str]) -> str:

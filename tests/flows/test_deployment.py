@@ -102,3 +102,66 @@ def test_geomoe_cli_deployment_failed_run_is_one_line_and_exit_1(prefect_server,
                     + re.escape(str(missing)) + r".*; logs: http://\S+/flow-run/", last), cli.stderr
     assert "Traceback" not in cli.stderr and cli.stdout == ""
     assert not (tmp_path / "x.zarr").exists()
+
+
+def _files(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _run_daily(srv, params: dict, log) -> str:
+    args = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
+    res = srv.cli("deployment", "run", "embed-region/daily", *args)
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", res.stdout).group(1)
+    run = wait_flow_run(srv, run_id)
+    assert run.state.is_completed(), (run.state, log.read_text()[-3000:])
+    return run.id
+
+
+def test_daily_deployment_keeps_the_cube_and_a_run_with_nothing_new_embeds_nothing(
+        prefect_server, deployed_worker, repo_root, flow_ckpt, single_process_cube, tmp_path):
+    """embed-region/daily from prefect.yaml: its daily schedule is on the server; a run embeds
+    the cube; the next run (nothing new catalogued) embeds nothing and leaves every chunk and
+    array of the cube byte-identical (only the root's run log grows)."""
+    import inspect
+    import json
+
+    import yaml
+    from prefect.client.orchestration import get_client
+
+    from geomoe.flows.embed_region import embed_region_flow, summary_from_table
+
+    srv = prefect_server
+    dep = srv.cli("--no-prompt", "deploy", "--name", "daily", cwd=repo_root, timeout=180)
+    assert "embed-region/daily" in dep.stdout + dep.stderr
+    spec = {d["name"]: d for d in yaml.safe_load((repo_root / "prefect.yaml").read_text())["deployments"]}
+    inspect.signature(embed_region_flow.fn).bind(**spec["daily"]["parameters"])  # the request's
+    with srv.settings(), get_client(sync_client=True) as client:
+        d = client.read_deployment_by_name("embed-region/daily")
+        assert d.entrypoint == "geomoe.flows.embed_region.embed_region_flow"
+        assert d.work_pool_name == "geomoe-process" and d.parameters["out"] == "cubes/daily.zarr"
+        assert len(d.schedules) == 1
+        sched = d.schedules[0]
+        assert sched.active and sched.schedule.cron == "0 4 * * *" and sched.schedule.timezone == "UTC"
+
+    out = tmp_path / "daily.zarr"
+    params = {"aoi": "catalogs/aois/liverpool.geojson", "out": out, "checkpoint": flow_ckpt,
+              "tile_size": 2, "batch_size": 8, "device": "cpu"}
+    first = _run_daily(srv, params, deployed_worker)
+    assert_same_cube(out, single_process_cube)
+    before = _files(out)
+    second = _run_daily(srv, params, deployed_worker)  # what the next day's run does: nothing new
+    summaries = {}
+    for run_id in (first, second):
+        art = _artifacts(srv, run_id)["embed-region-summary"]
+        summaries[run_id] = summary_from_table(json.loads(art.data) if isinstance(art.data, str) else art.data)
+    assert (summaries[first].tiles_written, summaries[first].chips_embedded) == (6, 20)
+    s = summaries[second]
+    assert (s.tiles_written, s.tiles_already_done, s.chips_embedded, s.run) == (0, 6, 0, 2)
+    after = _files(out)
+    assert set(after) == set(before)
+    changed = sorted(k for k in after if after[k] != before[k])
+    assert changed == ["zarr.json"], changed  # chunks, arrays, bookkeeping: byte-identical
+    attrs = [json.loads(f["zarr.json"])["attributes"] for f in (before, after)]
+    assert attrs[1]["geomoe:runs"] == 2 and len(attrs[1]["geomoe:run_log"]) == 2
+    assert ({k: v for k, v in attrs[0].items() if not k.startswith("geomoe:run")}
+            == {k: v for k, v in attrs[1].items() if not k.startswith("geomoe:run")})

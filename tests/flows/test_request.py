@@ -51,6 +51,7 @@ def _sample_argv(repo_root: Path, ckpt: Path) -> tuple[list[str], dict]:
         "threads": (["1"], 1),
         "grid": (["item"], "item"),
         "plot": ([], True),
+        "tiles_per_task": (["3"], 3),
     }
     argv = ["embed-region"]
     for name, (vals, _) in values.items():
