@@ -38,10 +38,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 COLLECTION = "landsat-c2-l2"
-#: Europe-wide AOI (every generated item) and a small one (a few items).
+#: Europe-wide AOI (every generated item); the small one is 1 x 1 deg around the middle item.
 EUROPE = {"type": "Polygon", "coordinates": [[[-12, 34], [34, 34], [34, 72], [-12, 72], [-12, 34]]]}
-SMALL = {"type": "Polygon", "coordinates": [[[9.5, 49.5], [10.5, 49.5], [10.5, 50.5], [9.5, 50.5],
-                                             [9.5, 49.5]]]}
+
+
+def small_aoi(items: list[dict]) -> dict:
+    x0, y0, x1, y1 = items[len(items) // 2]["bbox"]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return {"type": "Polygon", "coordinates": [[[cx - .5, cy - .5], [cx + .5, cy - .5],
+                                                [cx + .5, cy + .5], [cx - .5, cy + .5],
+                                                [cx - .5, cy - .5]]]}
 
 
 def real_templates(shared: Path) -> list[dict]:
@@ -196,8 +202,9 @@ def main() -> None:
           f"{args.limit} per page; static: one JSON file per item")
     results = {}
     try:
-        cases = [("api", url, "europe", EUROPE), ("api", url, "small", SMALL),
-                 ("static", static, "europe", EUROPE), ("static", static, "small", SMALL)]
+        small = small_aoi(items)
+        cases = [("api", url, "europe", EUROPE), ("api", url, "small", small),
+                 ("static", static, "europe", EUROPE), ("static", static, "small", small)]
         for kind, cat, name, aoi in cases:
             row = {"old": [], "new": []}
             got = {}

@@ -521,7 +521,9 @@ def _walk_static(cat: pystac.Catalog, filt: _Filter, result: SearchResult,
         def build(d: dict, href: str = href) -> pystac.Item:  # as Link.resolve_stac_object does
             item = stac_io.stac_object_from_dict(_Owned(d), href=href, root=root,
                                                  preserve_dict=False)
-            item.set_self_href(href)
+            # resolve's second set_self_href(href), without Item's rewrite of every relative
+            # asset href (same href: nothing to rewrite); it moves the self link last
+            pystac.STACObject.set_self_href(item, href)
             if root is not None:
                 item.set_root(root)
             if item._allow_parent_to_override_href:
