@@ -44,7 +44,8 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
-from geomoe.device import infer_bf16, resolve_device
+from geomoe.device import resolve_device
+from geomoe.embed.speed import choose_speed
 from geomoe.embed.pipeline import (EmbedRequest, EmbedSummary, Progress, cube_run, embed_tile, prepared_for,
                           search_and_plan)
 from geomoe.errors import GeomoeError
@@ -90,8 +91,11 @@ def worker_threads() -> Iterator[int | None]:
 
 @task(name="embed-tile", retries=1, retry_delay_seconds=2,
       task_run_name="embed-tile {tile}")
-def embed_tile_task(tile: str, req: dict, run: int) -> dict:
-    """Read, embed and write one chunk-aligned tile; idempotent (a retry rewrites it whole)."""
+def embed_tile_task(tile: str, req: dict, run: int, planned: int = 0) -> dict:
+    """Read, embed and write one chunk-aligned tile; idempotent (a retry rewrites it whole).
+
+    ``planned``: the run's planned chips, for the precision and compile choice "auto" makes
+    on this worker's device (:func:`geomoe.embed.speed.choose_speed`)."""
     import torch
 
     from geomoe.device import cores_available, limit_threads
@@ -102,9 +106,11 @@ def embed_tile_task(tile: str, req: dict, run: int) -> dict:
         # --read-workers: at most the cores this process may use, as in a plain run
         req = {**req, "read_workers": min(int(req["read_workers"]), cores_available())}
         dev = resolve_device(req["device"])
+        speed = choose_speed(dev, req["precision"], req["compile"], planned)
+        req = {**req, "precision": speed.precision, "compile": "on" if speed.compile else "off"}
         info = {"pid": os.getpid(), "device": str(dev), "worker_nthreads": nthreads,
-                "torch_threads": torch.get_num_threads(),
-                "precision": "bf16" if infer_bf16(dev, req["precision"]) else "fp32"}
+                "torch_threads": torch.get_num_threads(), "precision": speed.precision,
+                "speed": speed.label()}
         prep = prepared_for(req, run)
         info["read_workers"] = int(prep.request.read_workers)
         t = CubeTile.parse(tile)
@@ -213,9 +219,10 @@ def embed_region_flow(**params: Any) -> dict:
 
             with dask.annotate(resources={"GPU": 1}):
                 futures = embed_tile_task.map([str(t) for t in pending], req=unmapped(reqd),
-                                              run=unmapped(run))
+                                              run=unmapped(run), planned=unmapped(planned))
         else:
-            futures = embed_tile_task.map([str(t) for t in pending], req=unmapped(reqd), run=unmapped(run))
+            futures = embed_tile_task.map([str(t) for t in pending], req=unmapped(reqd), run=unmapped(run),
+                                          planned=unmapped(planned))
         results, errors = [], []
         for fut in as_completed(futures):
             try:
@@ -241,7 +248,9 @@ def embed_region_flow(**params: Any) -> dict:
         checkpoint_sha256=prep.sha256, stac_item=str(stac),
         device=_ran_on(results, "device", lambda: str(resolve_device(device))),
         precision=_ran_on(results, "precision",
-                          lambda: "bf16" if infer_bf16(resolve_device(device), precision) else "fp32"))
+                          lambda: choose_speed(resolve_device(device), precision, req.compile, planned).precision),
+        speed=_ran_on(results, "speed",
+                      lambda: choose_speed(resolve_device(device), precision, req.compile, planned).label()))
     summary = {k: v for k, v in s.to_dict().items() if k != "extra"}
     summary.update(precision_requested=precision, task_pids=sorted({r["pid"] for r in results}),
                    torch_threads=sorted({r["torch_threads"] for r in results}),
