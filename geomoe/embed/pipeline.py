@@ -494,8 +494,8 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
     """Embed every chip of ``aoi`` into a Zarr embedding cube; rerun to resume a killed run.
 
     Searches ``catalog``, plans the 40 x 40 pixel (1200 m) chips inside ``aoi``, embeds each
-    with the model and writes the cube at ``out`` tile by tile, plus its STAC item
-    ``<out>.stac-item.json``. Bad input is refused before anything is created; a run that fails
+    with the model and writes the cube at ``out`` tile by tile, plus its STAC Collection, group
+    Items and model (MLM) Item in ``<out>.stac/``. Bad input is refused before anything is created; a run that fails
     before finishing any tile removes the store it created. A store at ``out`` is resumed only
     if it is this request's cube (same model, settings and chips); anything else is refused
     untouched. The run holds an exclusive lock on ``out`` (a second run is refused).
