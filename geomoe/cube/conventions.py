@@ -54,8 +54,6 @@ SPATIAL_CONVENTION = {
 LANDSAT_C2_L2 = "https://www.usgs.gov/landsat-missions/landsat-collection-2-level-2-science-products"
 #: Landsat's ground sample distance (m): a chip is CHIP_PIXELS of it on a side.
 LANDSAT_GSD = CHIP_METERS / CHIP_PIXELS
-#: Attributes holding JSON objects (netCDF cannot hold them: :func:`netcdf_attrs`).
-OBJECT_ATTRS = ("zarr_conventions", "geoemb:chip_layout")
 
 
 def stac_dir_name(store_name: str) -> str:
@@ -149,9 +147,10 @@ def group_conventions(spec: Any, *, dim: int, dtype: str, attrs: dict[str, Any],
 
 
 def netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """``attrs`` with the convention objects JSON-encoded, for ``ds.to_netcdf()``: netCDF holds
-    strings, numbers and flat lists, not the objects the Zarr conventions need.
+    """``attrs`` with every list and object JSON-encoded, for ``ds.to_netcdf()``: netCDF holds
+    strings and numbers (netCDF3 not even lists of strings), not the arrays and objects the
+    Zarr conventions need. Strings and numbers are kept as they are.
 
     ``ds.attrs = netcdf_attrs(ds.attrs)`` before writing a cube group to netCDF."""
-    return {k: json.dumps(v) if k in OBJECT_ATTRS or isinstance(v, dict) else v
+    return {k: v if isinstance(v, (str, int, float)) and not isinstance(v, bool) else json.dumps(v)
             for k, v in attrs.items()}

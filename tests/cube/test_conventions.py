@@ -70,9 +70,11 @@ def test_table_group_has_geoemb_only():
     assert a["geoemb:chip_layout"] == {"layout_type": "irregular", "chip_size": [40, 40]}
     assert a["geoemb:data_type"] == "float16" and a["geoemb:model"] == "../../c.zarr.stac/model.json"
     assert a["geoemb:source_data"] == [LANDSAT_C2_L2, "https://example.org/stac/v1/collections/landsat-c2-l2"]
-    nc = netcdf_attrs(a)  # netCDF holds no objects: those two are JSON text there
+    nc = netcdf_attrs(a)  # netCDF holds no objects (netCDF3 no string lists): JSON text there
     assert json.loads(nc["zarr_conventions"]) == a["zarr_conventions"]
-    assert json.loads(nc["geoemb:chip_layout"]) == a["geoemb:chip_layout"] and nc["geoemb:dimensions"] == 144
+    assert json.loads(nc["geoemb:chip_layout"]) == a["geoemb:chip_layout"]
+    assert json.loads(nc["geoemb:source_data"]) == a["geoemb:source_data"]
+    assert nc["geoemb:dimensions"] == 144 and nc["geoemb:type"] == "chip"
 
 
 def test_stac_collection_group_items_and_model(cube, ckpt_xxs):
