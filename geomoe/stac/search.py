@@ -15,6 +15,11 @@ closed interval (items with only start/end_datetime match when the ranges overla
 Landsat scene is unknown); the platform is Landsat 8 or 9. Landsat 4-7 scenes are refused with a
 warning (they have no coastal band SR_B1, and the model needs all 7 bands): never filled in.
 Results are sorted by (datetime, id) and carry absolute asset hrefs.
+
+Cost: each item's JSON is judged as a plain dict (bbox first, against the AOI's bounds and then
+the prepared AOI) before anything else, and only the items kept become pystac Items, built
+without copying dicts that nothing else holds. A static catalog's item files are read once,
+without resolving or caching them in the catalog tree; an API's pages are taken as dicts.
 """
 
 from __future__ import annotations
