@@ -29,7 +29,7 @@ COMPILE_CHOICES = ("auto", "on", "off")
 #: Planned chips from which a job counts as large, per device type: where the encoder's one-off
 #: compile (and, on a CPU, switching to bf16) is paid back within the run. On a GPU eager bf16
 #: is already fast, so the compile needs a much larger job to pay off.
-LARGE_JOB_CHIPS = {"cpu": 20_000, "cuda": 2_000_000}
+LARGE_JOB_CHIPS = {"cpu": 20_000, "cuda": 5_000_000}
 
 
 @dataclass(frozen=True)
