@@ -115,4 +115,4 @@ def test_installed_wheel_embeds_a_named_aoi_outside_the_checkout(venv, tmp_path)
     assert summary["chips_embedded"] > 0
     assert Path(summary["checkpoint"]).resolve() == Path(ckpt).resolve()
     assert (elsewhere / "c.zarr" / "zarr.json").is_file()
-    assert sorted(p.name for p in elsewhere.iterdir()) == ["c.zarr", "c.zarr.stac-item.json"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["c.zarr", "c.zarr.stac"]

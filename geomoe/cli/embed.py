@@ -65,6 +65,8 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
             kw["type"] = meta["type"]
         if meta["choices"] is not None:
             kw["choices"] = list(meta["choices"])
+        if meta.get("const") is not None:
+            kw.update(nargs="?", const=meta["const"])
         p.add_argument(option(f.name), **kw)
 
 

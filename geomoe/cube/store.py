@@ -498,6 +498,9 @@ class Cube:
         ds, enc = (_grid_dataset(spec, dim, dtype) if isinstance(spec, GridSpec)
                    else _table_dataset(spec, dim, dtype, item_map))
         ds.attrs.update(group_attrs(attrs))  # provenance where the analyst opens it
+        from geomoe.cube.conventions import group_conventions  # geoemb:, proj:, spatial:
+
+        ds.attrs.update(group_conventions(spec, dim=dim, dtype=dtype, attrs=attrs, store_name=self.path.name))
         ds.to_zarr(str(self.path), group=spec.name, mode="w", compute=False,
                    consolidated=False, encoding=enc, zarr_format=3)
         _create_tile_done(self.path, spec)

@@ -32,6 +32,7 @@ import torch
 import geomoe
 from geomoe.cube.store import Cube, CubeDiskFullError, check_writable, ensure_writable, tile_bytes
 from geomoe.device import autocast, infer_bf16, resolve_device
+from geomoe.embed.speed import choose_speed, resolved
 from geomoe.embed.request import EmbedRequest, is_file
 from geomoe.errors import GeomoeError
 from geomoe.testing import fault
@@ -100,12 +101,13 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
 _MODELS = LastUsed(2)
 
 
-def get_model(path: Path, sha256: str, device: torch.device, compile: bool = False,
+def get_model(path: Path, sha256: str, device: torch.device, compile: bool | str = False,
               precision: str = "auto") -> torch.nn.Module:
     """Load once per process (tasks on one worker share it; the last two are kept); eval mode,
     on ``device``.
 
-    ``compile``: :func:`geomoe.model.compile_for_inference` where inference runs in bf16
+    ``compile`` (True or "on"; "auto" is resolved before, :mod:`geomoe.embed.speed`):
+    :func:`geomoe.model.compile_for_inference` where inference runs in bf16
     (:func:`geomoe.device.infer_bf16`: CUDA, or ``precision="bf16"``); the graph serves bf16
     autocast calls only. It compiles once per worker process: on CUDA one batch size (a smaller
     tail batch runs eager); on CPU full chunks of 32 chips, and later processes load the graph
@@ -115,7 +117,9 @@ def get_model(path: Path, sha256: str, device: torch.device, compile: bool = Fal
     """
     from geomoe.model import compile_for_inference, load_checkpoint
 
-    compile = bool(compile) and infer_bf16(device, precision)
+    from geomoe.embed.speed import compile_setting
+
+    compile = compile_setting(compile) == "on" and infer_bf16(device, precision)
     key = (str(path), sha256, str(device), compile)
 
     def make() -> torch.nn.Module:
@@ -503,6 +507,7 @@ class EmbedSummary:
     stac_item: str | None = None
     precision: str = "fp32"  # what the model ran in: fp32 or bf16 (autocast)
     threads: int | None = None  # torch compute threads it ran with (geomoe.device.limit_threads)
+    speed: str = ""  # precision, compiled or not, and why (geomoe.embed.speed.SpeedChoice.label)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -518,7 +523,7 @@ class EmbedSummary:
         return (f"embedded {self.chips_embedded:,} chips, skipped {self.chips_skipped_cloud:,} for "
                 f"cloud/fill (valid < min_valid), {self.tiles_written} tile(s) written, "
                 f"{self.tiles_already_done} already done, in {self.seconds:.1f} s "
-                f"({self.chips_per_s:,.1f} chips/s on {self.device}, {self.precision}"
+                f"({self.chips_per_s:,.1f} chips/s on {self.device}, {self.speed or self.precision}"
                 f"{'' if self.threads is None else f', {self.threads} thread(s)'}); cube: {self.out} "
                 f"(groups: {', '.join(self.groups)})")
 
@@ -534,12 +539,12 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
                  progress: Callable[[Progress], None] | None = None, *,
                  max_cloud: float | None = None, tile_size: int = 32, table_tile: int = 256,
                  grid: str | None = None, prefetch: int = 2, read_workers: int = 2,
-                 compile: bool = False, precision: str = "auto") -> EmbedSummary:
+                 compile: bool | str = "auto", precision: str = "auto") -> EmbedSummary:
     """Embed every chip of ``aoi`` into a Zarr embedding cube; rerun to resume a killed run.
 
     Searches ``catalog``, plans the 40 x 40 pixel (1200 m) chips inside ``aoi``, embeds each
-    with the model and writes the cube at ``out`` tile by tile, plus its STAC item
-    ``<out>.stac-item.json``. Bad input is refused before anything is created; a run that fails
+    with the model and writes the cube at ``out`` tile by tile, plus its STAC Collection, group
+    Items and model (MLM) Item in ``<out>.stac/``. Bad input is refused before anything is created; a run that fails
     before finishing any tile removes the store it created. A store at ``out`` is resumed only
     if it is this request's cube (same model, settings and chips); anything else is refused
     untouched. The run holds an exclusive lock on ``out`` (a second run is refused).
@@ -583,21 +588,22 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         Batches read ahead of the model (bounds memory).
     read_workers : int
         Raster-reading threads.
-    compile : bool
-        ``torch.compile`` the encoder where it runs in bf16; pays off for long runs, after a
-        one-off compile (see benchmarks/README.md).
+    compile : {"auto", "on", "off"} or bool
+        ``torch.compile`` the encoder where it runs in bf16; "auto": for a large job
+        (:mod:`geomoe.embed.speed`), where the one-off compile pays off.
     precision : {"auto", "fp32", "bf16"}
-        "auto": bf16 autocast on CUDA, fp32 on CPU. "bf16" on a CPU pays off only with
-        native bf16 (AVX512-BF16 or AMX) and with ``compile``; elsewhere it runs fp32 with a
-        warning. bf16 vectors differ from fp32 ones at the 1e-2 relative level. Not part of
-        the cube's identity, like the device (a GPU rerun may finish a CPU cube).
+        "auto": bf16 on a GPU, and on a CPU with native bf16 (AVX512-BF16 or AMX) for a large
+        job (compiled, unless ``compile="off"``); fp32 otherwise (:mod:`geomoe.embed.speed`).
+        "bf16" on a CPU without native bf16 runs fp32 with a warning. bf16 vectors differ from
+        fp32 ones at the 1e-2 relative level. Not part of the cube's identity, like the device
+        (a GPU rerun may finish a CPU cube).
 
     Returns
     -------
     EmbedSummary
         ``out``, ``groups``, chips planned / embedded / skipped for cloud, tiles written and
-        already done, ``seconds``, the checkpoint and its sha256, device, precision and the
-        STAC item's path.
+        already done, ``seconds``, the checkpoint and its sha256, device, precision, ``speed``
+        (what was chosen and why) and the STAC item's path.
 
     Raises
     ------
@@ -616,8 +622,11 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
     dev = resolve_device(device)
     t0 = time.perf_counter()
     planned = search_and_plan(req)  # every cheap check; bad input: nothing is created
-    precision_used = "bf16" if infer_bf16(dev, req.precision) else "fp32"
-    info = {"device": str(dev), "precision": precision_used, "geomoe_version": geomoe.__version__,
+    speed = choose_speed(dev, req.precision, req.compile, sum(s.n_planned() for s in planned[2]))
+    req = resolved(req, speed)  # "auto" no more: every later step runs what was chosen
+    precision_used = speed.precision
+    info = {"device": str(dev), "precision": precision_used, "speed": speed.label(),
+            "geomoe_version": geomoe.__version__,
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     with cube_run(req, planned, info) as (prep, run):
         cube = prep.cube
@@ -640,7 +649,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         tiles_total=len(tiles), tiles_written=len(pending), tiles_already_done=len(tiles) - len(pending),
         seconds=time.perf_counter() - t0, run=run, checkpoint=str(prep.checkpoint),
         checkpoint_sha256=prep.sha256, device=str(dev), stac_item=str(stac_path),
-        precision=precision_used, threads=torch.get_num_threads())
+        precision=precision_used, threads=torch.get_num_threads(), speed=speed.label())
 
 
 @contextlib.contextmanager

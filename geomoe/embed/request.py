@@ -32,17 +32,18 @@ EVERYWHERE = frozenset({"cli", "flow", "library"})
 
 def param(default: Any = dataclasses.MISSING, help: str | None = None, *,
           type: RangeType | None = None, choices: Iterable[str] | None = None,
-          where: Iterable[str] = EVERYWHERE, search: bool = False) -> Any:
+          where: Iterable[str] = EVERYWHERE, search: bool = False, const: str | None = None) -> Any:
     """A request field: ``default`` (none: required) and how it is offered.
 
     ``type``: the range a number must lie in (the CLI's argparse type, and :meth:`validate`).
     ``search``: one of the STAC search options every data command shares (help from
     :data:`geomoe.options.SEARCH_HELP`); the CLI adds those with
     :func:`geomoe.cli.common.add_search_arguments`.
+    ``const``: the value of the bare option (``--compile`` alone means ``--compile on``).
     """
     return field(default=default, metadata={
         "help": help, "type": type, "choices": None if choices is None else tuple(choices),
-        "where": frozenset(where), "search": search})
+        "where": frozenset(where), "search": search, "const": const})
 
 
 def option(name: str) -> str:
@@ -66,19 +67,20 @@ class EmbedRequest:
         None, help="model weights (default: checkpoints/geomoe-demo-S.safetensors; the published "
                    "pretrained_S_best.pth also works)")
     device: str = param("auto", help="auto | cpu | cuda[:N]")
-    # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 (geomoe.device.infer_bf16)
+    # auto | fp32 | bf16, auto | on | off: resolved per run by geomoe.embed.speed.choose_speed
     precision: str = param(
         "auto", choices=("auto", "fp32", "bf16"),
-        help="auto (default): bf16 autocast on CUDA, fp32 on CPU. bf16 on a CPU pays off "
-             "with --compile where the CPU has AVX512-BF16 or AMX; elsewhere it falls back "
-             "to fp32 with a warning (GEOMOE_FORCE_BF16=1 keeps it). Vectors within ~1e-2 "
+        help="auto (default): bf16 where it is fast and the job is large enough to pay for it "
+             "(a GPU; a CPU with AVX512-BF16 or AMX, together with --compile), else fp32; the "
+             "summary says what ran and why. bf16 on a CPU without native bf16 falls back to "
+             "fp32 with a warning (GEOMOE_FORCE_BF16=1 keeps it). Vectors within ~1e-2 "
              "relative of fp32")
-    # torch.compile the encoder where it runs in bf16 (see geomoe.embed.pipeline.get_model)
-    compile: bool = param(
-        False, help="torch.compile the encoder where it runs in bf16: CUDA, or --precision bf16. "
-                    "Faster for long runs, after a one-off compile in each process (shorter in "
-                    "later runs, from inductor's disk cache); no effect in fp32. Figures: "
-                    "benchmarks/README.md")
+    compile: str | bool = param(  # bool: on/off, as the library and older flows pass it
+        "auto", choices=("auto", "on", "off"), const="on",
+        help="torch.compile the encoder where it runs in bf16. auto (default): for a large job "
+             "(geomoe.embed.speed.LARGE_JOB_CHIPS planned chips); on (or bare --compile): "
+             "always; off: never. A one-off compile in each process (shorter in later runs, "
+             "from inductor's disk cache); no effect in fp32. Figures: benchmarks/README.md")
     batch_size: int = param(256, type=positive_int, help="chips per model call (default 256)")
     min_valid: float = param(
         0.9, type=fraction,
@@ -106,6 +108,11 @@ class EmbedRequest:
         False, where={"flow"},
         help="annotate tile tasks with the Dask resource GPU=1, so a Dask scheduler sends them "
              "only to workers started with --resources GPU=1 (one task per GPU)")
+
+    def __post_init__(self) -> None:
+        from geomoe.embed.speed import compile_setting
+
+        self.compile = compile_setting(self.compile)
 
     def validate(self) -> None:
         """Refuse a value outside its field's choices or range, before anything is written.

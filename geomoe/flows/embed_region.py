@@ -44,8 +44,9 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 
-from geomoe.device import infer_bf16, resolve_device
+from geomoe.device import resolve_device
 from geomoe.embed.batching import auto_tiles_per_task, batch_tiles, committed_counts
+from geomoe.embed.speed import choose_speed
 from geomoe.embed.pipeline import (EmbedRequest, EmbedSummary, Progress, cube_run, embed_tile, prepared_for,
                           search_and_plan)
 from geomoe.errors import GeomoeError
@@ -96,12 +97,14 @@ def _batch_run_name() -> str:
 
 
 @task(name="embed-tiles", retries=1, retry_delay_seconds=2, task_run_name=_batch_run_name)
-def embed_tiles_task(tiles: list[str], req: dict, run: int) -> dict:
+def embed_tiles_task(tiles: list[str], req: dict, run: int, planned: int = 0) -> dict:
     """Read, embed and write a batch of chunk-aligned tiles (:func:`geomoe.embed.batching.batch_tiles`).
 
     Each tile is committed as it finishes, so a killed worker loses only the unfinished tiles
     of its batch; tiles already recorded as done (a retry, or a rerun of a task Dask moved to
-    another worker) are skipped, not rewritten."""
+    another worker) are skipped, not rewritten. ``planned``: the run's planned chips, for the
+    precision and compile choice "auto" makes on this worker's device
+    (:func:`geomoe.embed.speed.choose_speed`)."""
     import torch
 
     from geomoe.device import cores_available, limit_threads
@@ -112,9 +115,11 @@ def embed_tiles_task(tiles: list[str], req: dict, run: int) -> dict:
         # --read-workers: at most the cores this process may use, as in a plain run
         req = {**req, "read_workers": min(int(req["read_workers"]), cores_available())}
         dev = resolve_device(req["device"])
+        speed = choose_speed(dev, req["precision"], req["compile"], planned)
+        req = {**req, "precision": speed.precision, "compile": "on" if speed.compile else "off"}
         info = {"pid": os.getpid(), "device": str(dev), "worker_nthreads": nthreads,
-                "torch_threads": torch.get_num_threads(),
-                "precision": "bf16" if infer_bf16(dev, req["precision"]) else "fp32"}
+                "torch_threads": torch.get_num_threads(), "precision": speed.precision,
+                "speed": speed.label()}
         prep = prepared_for(req, run)
         info["read_workers"] = int(prep.request.read_workers)
         per_tile = []  # {tile, embedded, skipped, recovered} in batch order
@@ -254,7 +259,8 @@ def embed_region_flow(**params: Any) -> dict:
         reqd = dataclasses.asdict(req)
         reqd["out"] = str(Path(req.out).resolve())
         with (dask_gpu_annotation() if req.gpu_resource else contextlib.nullcontext()):
-            futures = embed_tiles_task.map(batches, req=unmapped(reqd), run=unmapped(run))
+            futures = embed_tiles_task.map(batches, req=unmapped(reqd), run=unmapped(run),
+                                           planned=unmapped(planned))
         results, errors = [], []
         for fut in as_completed(futures):
             try:
@@ -282,7 +288,9 @@ def embed_region_flow(**params: Any) -> dict:
         checkpoint_sha256=prep.sha256, stac_item=str(stac),
         device=_ran_on(results, "device", lambda: str(resolve_device(device))),
         precision=_ran_on(results, "precision",
-                          lambda: "bf16" if infer_bf16(resolve_device(device), precision) else "fp32"))
+                          lambda: choose_speed(resolve_device(device), precision, req.compile, planned).precision),
+        speed=_ran_on(results, "speed",
+                      lambda: choose_speed(resolve_device(device), precision, req.compile, planned).label()))
     summary = {k: v for k, v in s.to_dict().items() if k != "extra"}
     summary.update(precision_requested=precision, task_pids=sorted({r["pid"] for r in results}),
                    torch_threads=sorted({r["torch_threads"] for r in results}),

@@ -15,6 +15,11 @@ closed interval (items with only start/end_datetime match when the ranges overla
 Landsat scene is unknown); the platform is Landsat 8 or 9. Landsat 4-7 scenes are refused with a
 warning (they have no coastal band SR_B1, and the model needs all 7 bands): never filled in.
 Results are sorted by (datetime, id) and carry absolute asset hrefs.
+
+Cost: each item's JSON is judged as a plain dict (bbox first, against the AOI's bounds and then
+the prepared AOI) before anything else, and only the items kept become pystac Items, built
+without copying dicts that nothing else holds. A static catalog's item files are read once,
+without resolving or caching them in the catalog tree; an API's pages are taken as dicts.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pystac
+import shapely
 from shapely.geometry import box, mapping
 from shapely.geometry.base import BaseGeometry
 
@@ -276,13 +282,33 @@ class _Filter:
     max_cloud: float | None
     platforms: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        shapely.prepare(self.aoi)  # many items are tested against one AOI (in place, harmless)
+        self._bounds = self.aoi.bounds
+
     def reason(self, item: pystac.Item) -> str | None:
         """None if the item passes; the refusal reason for Landsat 4-7; '' for a plain non-match."""
-        props = item.properties
-        bbox = item.bbox
-        if bbox and bbox[0] <= bbox[-2] and not self.aoi.intersects(box(*bbox[:2], *bbox[-2:])):
-            return ""  # cheap reject; a bbox across 180 deg (west > east) goes to the full test
-        if not geometry_intersects(item.geometry, self.aoi):
+        return self.reason_fields(item.id, item.properties, item.bbox, item.geometry)
+
+    def misses_bbox(self, bbox: Sequence[float] | None) -> bool:
+        """True if the item's bbox cannot meet the AOI (a cheap test on the raw JSON)."""
+        if not bbox or len(bbox) not in (4, 6):
+            return False
+        n = len(bbox) // 2
+        x0, y0, x1, y1 = bbox[0], bbox[1], bbox[n], bbox[n + 1]
+        if x0 > x1:
+            return False  # a bbox across 180 deg (west > east) goes to the full test
+        ax0, ay0, ax1, ay1 = self._bounds
+        if x1 < ax0 or x0 > ax1 or y1 < ay0 or y0 > ay1:
+            return True
+        return not self.aoi.intersects(box(x0, y0, x1, y1))
+
+    def reason_fields(self, item_id: str, props: dict, bbox: Sequence[float] | None,
+                      geometry: dict | None) -> str | None:
+        """`reason` on an item's raw fields, so that a JSON dict is judged before it is an Item."""
+        if self.misses_bbox(bbox):
+            return ""
+        if not geometry_intersects(geometry, self.aoi):
             return ""
         a, b = _item_interval(props)
         if (self.start or self.end) and a is None and b is None:
@@ -294,7 +320,7 @@ class _Filter:
         cloud = props.get("eo:cloud_cover")
         if self.max_cloud is not None and cloud is not None and float(cloud) > self.max_cloud:
             return ""
-        plat = platform_of(item)
+        plat = platform_of({"id": item_id, "properties": props})
         if plat in _NO_COASTAL:
             return (f"{plat}: no coastal band (SR_B1); the model needs SR_B1..SR_B7, scenes are "
                     "not filled in")
@@ -424,12 +450,17 @@ def _search_api(handle: CatalogHandle, filt: _Filter, limit: int) -> SearchResul
         params["query"] = query
     result = SearchResult([], handle.href, "api")
     kept: dict[str, pystac.Item] = {}
+
+    def build(d: dict) -> pystac.Item:  # as pystac-client's pages() builds it, minus the copies
+        return pystac.Item.from_dict(_Owned(d), root=client, preserve_dict=False)
+
     try:
-        for page in client.search(**params).pages():
+        # page dicts, not pages(): pystac-client's ItemCollection deep-copies every item twice
+        for page in client.search(**params).pages_as_dicts():
             result.pages += 1
-            for item in page.items:
+            for d in page.get("features", []):
                 result.fetched += 1
-                _keep(item, filt, result, kept)
+                _keep_dict(d, build, filt, result, kept)
     except (requests.RequestException, pystac_client.exceptions.APIError, OSError,
             json.JSONDecodeError) as exc:
         raise CatalogError(
@@ -441,19 +472,26 @@ def _search_api(handle: CatalogHandle, filt: _Filter, limit: int) -> SearchResul
     return result
 
 
+class _Owned(dict):
+    """An item's JSON dict that nothing else holds (just parsed, used once): pystac's migration
+    deep-copies what it is given, which for an owned dict is wasted work, so its "deep copy" is a
+    shallow one. The Item built from it takes over its nested dicts."""
+
+    def __deepcopy__(self, memo: dict) -> _Owned:
+        return _Owned(self)
+
+
 def _search_static(handle: CatalogHandle, filt: _Filter) -> SearchResult:
     result = SearchResult([], handle.href, handle.kind)
     kept: dict[str, pystac.Item] = {}
     obj = handle.obj
     try:
-        items: Iterable[pystac.Item]
         if isinstance(obj, pystac.ItemCollection):
-            items = obj.items
+            for item in obj.items:  # built when the file was opened: shared, copied if kept
+                result.fetched += 1
+                _keep(item, filt, result, kept, shared=True)
         else:
-            items = obj.get_items(recursive=True)
-        for item in items:
-            result.fetched += 1
-            _keep(item, filt, result, kept)
+            _walk_static(obj, filt, result, kept)
     except (OSError, json.JSONDecodeError, pystac.STACError) as exc:
         raise CatalogError(f"cannot walk static catalog {handle.href} ({type(exc).__name__}: "
                            f"{_short(exc)}): a linked item or collection is missing or corrupt; "
@@ -462,25 +500,87 @@ def _search_static(handle: CatalogHandle, filt: _Filter) -> SearchResult:
     return result
 
 
+def _walk_static(cat: pystac.Catalog, filt: _Filter, result: SearchResult,
+                 kept: dict[str, pystac.Item]) -> None:
+    """`cat.get_items(recursive=True)` in the same order, but each item file is read as a dict
+    and judged on it: only the items that pass become pystac Items, and none is cached in the
+    catalog tree (so the handle can be searched again without copies)."""
+    root = cat.get_root()
+    stac_io = (root._stac_io if root is not None else None) or cat._stac_io or \
+        pystac.StacIO.default()
+    for link in cat.links[:]:
+        if link.rel != pystac.RelType.ITEM:
+            continue
+        if link.is_resolved():  # an item already in memory (built or read before): shared
+            result.fetched += 1
+            _keep(link.target, filt, result, kept, shared=True)
+            continue
+        href = link.get_absolute_href()
+        if href is None:
+            raise pystac.STACError(f"item link {link.href!r} of {cat.id!r} cannot be made absolute")
+        d = stac_io.read_json(href)
+        if not isinstance(d, dict) or d.get("type") != "Feature":
+            raise pystac.STACError(f"{href} is not a STAC item")
+        result.fetched += 1
+
+        def build(d: dict, href: str = href) -> pystac.Item:  # as Link.resolve_stac_object does
+            item = stac_io.stac_object_from_dict(_Owned(d), href=href, root=root,
+                                                 preserve_dict=False)
+            # resolve's second set_self_href(href), without Item's rewrite of every relative
+            # asset href (same href: nothing to rewrite); it moves the self link last
+            pystac.STACObject.set_self_href(item, href)
+            if root is not None:
+                item.set_root(root)
+            if item._allow_parent_to_override_href:
+                item.set_parent(cat)
+            return item
+
+        _keep_dict(d, build, filt, result, kept)
+    for child in cat.get_children():
+        _walk_static(child, filt, result, kept)
+
+
+def _keep_dict(d: dict, build: Any, filt: _Filter, result: SearchResult,
+               kept: dict[str, pystac.Item]) -> None:
+    """Judge an item's JSON dict; build the pystac Item (with ``build``) only if it passes."""
+    if filt.misses_bbox(d.get("bbox")):
+        return
+    if not str(d.get("stac_version", "")).startswith("1."):
+        # pre-1.0 JSON may take fields from its collection on migration: judge the Item
+        _keep(build(d), filt, result, kept, shared=False)
+        return
+    why = filt.reason_fields(d.get("id", ""), d.get("properties") or {}, d.get("bbox"),
+                             d.get("geometry"))
+    if why is None:
+        item = build(d)
+        kept[f"{item.collection_id}/{item.id}"] = item
+    elif why:
+        result.refused[d.get("id", "")] = why
+
+
 def _keep(item: pystac.Item, filt: _Filter, result: SearchResult,
-          kept: dict[str, pystac.Item]) -> None:
+          kept: dict[str, pystac.Item], *, shared: bool) -> None:
     why = filt.reason(item)
     if why is None:
-        kept[f"{item.collection_id}/{item.id}"] = item
+        kept[f"{item.collection_id}/{item.id}"] = item.clone() if shared else item
     elif why:
         result.refused[item.id] = why
 
 
 def _finish(items: Iterable[pystac.Item], href: str) -> list[pystac.Item]:
+    """Both proj fields and absolute asset hrefs, sorted by (datetime, id). The items are this
+    search's own (built from dicts, or cloned from a shared catalog): edited in place."""
     out = []
     for item in items:
-        item = item.clone()
         _both_proj_fields(item.properties)
-        for asset in item.assets.values():
-            _both_proj_fields(asset.extra_fields)
+        self_href: str | None = None
         for key, asset in item.assets.items():
+            _both_proj_fields(asset.extra_fields)
             if _is_relative(asset.href):
-                absolute = asset.get_absolute_href()
+                if self_href is None:
+                    self_href = item.get_self_href()
+                absolute = None if self_href is None else \
+                    pystac.utils.make_absolute_href(asset.href, self_href)
                 if absolute is None or _is_relative(absolute):
                     raise CatalogError(f"item {item.id} in {href}: asset {key!r} has the "
                                        f"relative href {asset.href!r} and the item has no self "
@@ -504,7 +604,12 @@ def _both_proj_fields(fields: dict) -> None:
         fields["proj:code"] = f"EPSG:{int(epsg)}"
 
 
+_ABSOLUTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "file://", "az://", "abfs://", "/")
+
+
 def _is_relative(href: str) -> bool:
+    if href.startswith(_ABSOLUTE_PREFIXES):  # the common case, without urlparse
+        return False
     return not (urlparse(href).scheme in ("http", "https", "s3", "gs", "file", "az", "abfs")
                 or os.path.isabs(href))
 

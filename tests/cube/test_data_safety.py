@@ -86,17 +86,25 @@ def test_cli_refuses_foreign_store_one_line(repo_root, ckpt_xxs, tmp_path):
 
 
 def test_foreign_files_beside_the_store_refused_before_any_work(repo_root, ckpt_xxs, tmp_path):
-    """<out>.stac-item.json and (with --plot) <out>.png are geomoe's to rewrite only when geomoe
-    wrote them: someone else's file there stops the run before --out is created."""
+    """<out>.stac/ and (with --plot) <out>.png are geomoe's to rewrite only when geomoe wrote
+    them: someone else's file there stops the run before --out is created."""
     out = tmp_path / "cube.zarr"
-    item = tmp_path / "cube.zarr.stac-item.json"
-    item.write_text('{"type": "Feature", "id": "my own item"}')
+    item = tmp_path / "cube.zarr.stac" / "collection.json"
+    item.parent.mkdir()
+    item.write_text('{"type": "Collection", "id": "my own collection"}')
     res = _cli("--aoi", "catalogs/aois/liverpool.geojson", "--out", str(out), "--checkpoint",
                str(ckpt_xxs), cwd=repo_root)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
-    assert "cube.zarr.stac-item.json exists and is not a STAC item geomoe wrote" in res.stderr
-    assert item.read_text() == '{"type": "Feature", "id": "my own item"}' and not out.exists()
+    assert "cube.zarr.stac/collection.json is not a STAC document geomoe wrote" in res.stderr
+    assert item.read_text() == '{"type": "Collection", "id": "my own collection"}' and not out.exists()
     item.unlink()
+    item.parent.rmdir()
+    item.parent.write_text("a file where the STAC folder goes")
+    res = _cli("--aoi", "catalogs/aois/liverpool.geojson", "--out", str(out), "--checkpoint",
+               str(ckpt_xxs), cwd=repo_root)
+    assert res.returncode == 1 and "is not the STAC folder geomoe writes" in res.stderr, res.stderr
+    assert item.parent.read_text() == "a file where the STAC folder goes" and not out.exists()
+    item.parent.unlink()
     png = tmp_path / "cube.zarr.png"
     png.write_bytes(b"\x89PNG my holiday photo")
     res = _cli("--aoi", "catalogs/aois/liverpool.geojson", "--out", str(out), "--checkpoint",

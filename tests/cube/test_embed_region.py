@@ -53,12 +53,13 @@ def test_liverpool_cube_layout_coords_and_attrs(liverpool_reference, repo_root, 
     assert root["geomoe:model"]["size"] == "XXS" and root["geomoe:identity"]["pooling"] == "mean"
     assert len(root["geomoe:normalisation"]["mean"]) == 7 and root["geomoe:version"]
     assert root["geomoe:query"]["catalog"] == "bundled" and root["geomoe:query"]["aoi"]["geometry"]["type"] == "Polygon"
-    # the STAC item beside the store
-    item = json.loads(out.with_name(out.name + ".stac-item.json").read_text())
-    p = item["properties"]
-    assert p["emb:type"] == "chip" and p["emb:dimensions"] == 108 and p["data_type"] == "float32"
-    assert p["emb:chip_layout"]["layout_type"] == "regular_grid" and p["gsd"] == 1200.0
-    assert item["assets"]["utm30n"]["xarray:open_kwargs"]["group"] == "utm30n"
+    # the STAC collection and group item beside the store
+    stac = out.with_name(out.name + ".stac")
+    coll = json.loads((stac / "collection.json").read_text())
+    assert coll["emb:type"] == "chip" and coll["emb:dimensions"] == 108 and coll["data_type"] == "float32"
+    assert coll["emb:chip_layout"]["layout_type"] == "regular_grid" and coll["gsd"] == 1200.0
+    item = json.loads((stac / "utm30n.json").read_text())
+    assert item["assets"]["embeddings"]["xarray:open_kwargs"]["group"] == "utm30n"
     assert any(lk["rel"] == "emb:source-data" for lk in item["links"])
 
 

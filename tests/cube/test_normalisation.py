@@ -82,9 +82,12 @@ def test_embed_region_and_embed_tile_use_the_checkpoint_statistics(
     assert attrs["geomoe:identity"]["normalisation"] == OTHER.to_dict()
     norm = attrs["geomoe:normalisation"]
     assert {"mean": norm["mean"], "std": norm["std"]} == OTHER.to_dict()
-    item = json.loads(other_cube.with_name(other_cube.name + ".stac-item.json").read_text())
+    stac = other_cube.with_name(other_cube.name + ".stac")
+    item = json.loads((stac / "utm30n.json").read_text())
     stac_norm = item["properties"]["emb:runtime_parameters"]["normalisation"]
     assert {"mean": stac_norm["mean"], "std": stac_norm["std"]} == OTHER.to_dict()
+    scaling = json.loads((stac / "model.json").read_text())["properties"]["mlm:input"][0]["value_scaling"]
+    assert [[v["mean"] for v in scaling], [v["stddev"] for v in scaling]] == [list(OTHER.mean), list(OTHER.std)]
     # the per-tile path of the Prefect / Dask flows: the same statistics
     req = EmbedRequest(aoi=str(liverpool_aoi), out=str(tmp_path / "tiles.zarr"),
                        checkpoint=str(ckpt_other_stats), **KW)

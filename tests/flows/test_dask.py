@@ -16,6 +16,7 @@ def test_two_worker_dask_cube_equals_single_process(prefect_server, embed_flow_m
             monkeypatch.setenv(k, v)
     monkeypatch.setenv("DASK_TEMPORARY_DIRECTORY", str(tmp_path / "dask"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("GEOMOE_CPU_FLAGS", "avx2 avx512_bf16")  # native bf16 on any machine
     out = tmp_path / "dask.zarr"
     params = {"aoi": str(repo_root / "catalogs" / "aois" / "liverpool.geojson"), "out": str(out),
               "checkpoint": str(flow_ckpt), "tile_size": 2, "batch_size": 8, "device": "cpu",
@@ -28,6 +29,9 @@ def test_two_worker_dask_cube_equals_single_process(prefect_server, embed_flow_m
     assert summary["tiles_written"] == 6 and summary["chips_embedded"] == 20
     assert len(summary["task_pids"]) == 2 and os.getpid() not in summary["task_pids"]
     assert summary["worker_nthreads"] == [2] and summary["torch_threads"] == [2]
+    # what each worker chose for --precision/--compile auto, and why (geomoe.embed.speed)
+    assert summary["precision"] == "fp32" and summary["precision_requested"] == "auto"
+    assert summary["speed"] == "fp32 (auto: small job, 20 chips, the compile would not pay off)"
     assert_same_cube(out, single_process_cube)
     import warnings
 

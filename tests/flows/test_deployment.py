@@ -86,7 +86,7 @@ def test_geomoe_cli_deployment_shows_progress_and_the_summary(prefect_server, de
     # the local run's summary line, then the run's URL
     lines = cli.stdout.splitlines()
     assert re.match(r"embedded 20 chips, skipped 0 for cloud/fill .* 6 tile\(s\) written, 0 already done, "
-                    r"in [\d.]+ s \([\d.]+ chips/s on cpu, fp32(, \d+ thread\(s\))?\); cube: " + re.escape(str(out)), lines[0]), lines
+                    r"in [\d.]+ s \([\d.]+ chips/s on cpu, fp32( \(auto: [^)]*\))?(, \d+ thread\(s\))?\); cube: " + re.escape(str(out)), lines[0]), lines
     assert re.match(r"flow run: http://\S+/flow-run/[0-9a-f-]{36}$", lines[1]), lines
     assert_same_cube(out, single_process_cube)
 

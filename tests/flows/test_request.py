@@ -41,7 +41,7 @@ def _sample_argv(repo_root: Path, ckpt: Path) -> tuple[list[str], dict]:
         "checkpoint": ([str(ckpt)], str(ckpt.resolve())),
         "device": (["cpu"], "cpu"),
         "precision": (["fp32"], "fp32"),
-        "compile": ([], True),
+        "compile": ([], "on"),  # the bare option
         "batch_size": (["8"], 8),
         "min_valid": (["0.5"], 0.5),
         "pooling": (["cls"], "cls"),
