@@ -741,24 +741,29 @@ class Cube:
         return {i for i in spec.tile_item_ids(tile) if str(spec.item_day[i]) in days}
 
     def pending_chips(self, tiles: list[CubeTile]) -> int:
-        """Planned chips of ``tiles`` still to embed, for progress: a grid tile's count times
+        """Planned chips of ``tiles`` still to embed (see :meth:`pending_chips_by_tile`)."""
+        return int(round(sum(self.pending_chips_by_tile(tiles).values())))
+
+    def pending_chips_by_tile(self, tiles: list[CubeTile]) -> dict[CubeTile, float]:
+        """Each tile's planned chips still to embed, for progress: a grid tile's count times
         the share of its solar days (those its items are on) not yet done; each group's records
         are read once."""
         maps: dict[str, np.ndarray] = {}
-        total = 0.0
+        out: dict[CubeTile, float] = {}
         for tile in tiles:
             spec = self.specs[tile.group]
             if tile.group not in maps:
                 maps[tile.group] = self.done_map(tile.group)
             done = maps[tile.group]
             if not isinstance(spec, GridSpec):
-                total += 0 if done[tile.key] else spec.n_planned(tile)
+                out[tile] = 0.0 if done[tile.key] else float(spec.n_planned(tile))
                 continue
             days = {str(spec.item_day[i]) for i in spec.tile_item_ids(tile)}
+            out[tile] = 0.0
             if days:
                 pend = {self.days[tile.group][t] for t in self.pending_times(tile, done)}
-                total += spec.n_planned(tile) * len(days & pend) / len(days)
-        return int(round(total))
+                out[tile] = spec.n_planned(tile) * len(days & pend) / len(days)
+        return out
 
     def is_done(self, tile: CubeTile) -> bool:
         if isinstance(self.specs[tile.group], GridSpec):

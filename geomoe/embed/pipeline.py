@@ -140,6 +140,8 @@ class Prepared:
     aoi_geom: Any
     checkpoint: Path
     sha256: str
+    #: tile -> exact chips of its pending work, set when the tile is read (progress totals)
+    read_counts: dict = field(default_factory=dict)
 
     @property
     def specs(self) -> dict[str, Spec]:
@@ -424,10 +426,12 @@ def iter_tile_batches(prep: Prepared, tile: CubeTile, batch_size: int) -> Iterat
     if isinstance(spec, GridSpec):
         ids = prep.cube.pending_items(tile, prep.cube.pending_times(tile))
         if not ids:
+            prep.read_counts[tile] = 0
             return
         items = prep.items_for(sorted(ids))
         window = spec.window(tile)
         plan = plan_chips(items, aoi=prep.aoi_geom, grid="fixed", epsg=spec.epsg, window=window)
+        prep.read_counts[tile] = len(plan)
         if ids == set(spec.tile_item_ids(tile)):
             spec.record_exact(tile, len(plan))
         yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size, plan=plan,
@@ -774,8 +778,10 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
     batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     writes: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
-    final = {"embedded": 0, "skipped": 0, "tiles": 0, "total": total}
-    estimate = {t: prep.specs[t.group].n_planned(t) for t in pending}  # before their exact counts
+    final = {"embedded": 0, "skipped": 0, "tiles": 0}
+    # what the total counts for each tile's pending work until the tile is read: an estimate
+    # where its chips are not yet enumerated, or where only some of its days are pending
+    estimate = prep.cube.pending_chips_by_tile(pending)
     n_estimated = sum(not s.is_exact(t) for s in prep.specs.values() for t in s.tiles())
     stop = threading.Event()
     bs = int(prep.request.batch_size)
@@ -845,13 +851,14 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
                 break
             tile, batch, z = msg
             buf = bufs.get(tile)
-            if buf is None:  # the reader has planned the tile: its count is exact now
+            if buf is None:  # the reader has planned the tile: its pending count is exact now
                 buf = bufs.setdefault(tile, TileBuffer.new(prep.cube, tile, dim))
-                spec = prep.specs[tile.group]
-                if spec.is_exact(tile):
-                    total += spec.n_planned(tile) - estimate[tile]
-                    estimate[tile] = spec.n_planned(tile)
-                    n_estimated -= 0 if tile in exact_seen else 1
+                n = prep.read_counts.get(tile)
+                if n is not None:
+                    total += n - estimate[tile]
+                    estimate[tile] = n
+                if prep.specs[tile.group].is_exact(tile) and tile not in exact_seen:
+                    n_estimated -= 1
                     exact_seen.add(tile)
             if batch is None:
                 if not put(writes, bufs.pop(tile)):
@@ -865,9 +872,9 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
             if progress is not None:
                 dt = time.perf_counter() - t_run
                 rate = (embedded + skipped) / dt if dt > 0 else 0.0
-                done = already + embedded + skipped
-                progress(Progress(done, total, embedded, skipped, rate,
-                                  max(total - done, 0) / rate if rate > 0 else None, n_estimated > 0))
+                done, shown = already + embedded + skipped, int(round(total))
+                progress(Progress(done, shown, embedded, skipped, rate,
+                                  max(shown - done, 0) / rate if rate > 0 else None, n_estimated > 0))
     finally:
         if errors:
             stop.set()
@@ -877,5 +884,5 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
         rt.join(timeout=5)
     if errors:
         raise errors[0]
-    final["total"] = total
+    final["total"] = int(round(total))
     return final

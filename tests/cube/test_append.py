@@ -116,8 +116,10 @@ def test_append_one_solar_day_embeds_only_it_and_keeps_old_chunks(
     s = embed_region(str(liverpool_aoi), catalog=str(two_day_catalog), checkpoint=ckpt_xxs, out=out,
                      progress=seen.append, **KW)
     clean, _ = two_day_clean
-    # progress counts the old day as done from the start and ends at the total
-    assert seen[0].done > ref_summary.chips_embedded and seen[-1].done == seen[-1].total == s.chips_planned
+    # progress counts the old day as done from the start (an estimate while tile counts are
+    # estimated: per-tile planning) and ends exactly at the total
+    assert seen[0].done - seen[0].embedded - seen[0].skipped > 0
+    assert seen[-1].done == seen[-1].total == s.chips_planned
     want = _by_day(clean)
     new_day_chips = int(np.isfinite(want[DAY2][1]).sum())
     # only the new day's chips were read and embedded; every tile got its new day
