@@ -179,11 +179,11 @@ class _ProgressArtifact:
         eta = (self.total - self.done) / rate if rate > 0 else None
         return Progress(self.done, self.total, 0, 0, rate, eta, self.estimated > 0).line()
 
-    def add(self, chips: int, estimate: int | None = None) -> None:
-        """A tile finished with ``chips`` chips; ``estimate``: what the total counted for it."""
-        if estimate is not None:
-            self.total += chips - estimate
-            self.estimated -= 1
+    def add(self, chips: int, estimate: float, was_estimated: bool = False) -> None:
+        """A tile finished with ``chips`` chips; ``estimate``: what the total counted for its
+        pending work; ``was_estimated``: its count was an estimate until now."""
+        self.total = int(round(self.total + chips - estimate))
+        self.estimated -= bool(was_estimated)
         self.done += chips
         self.new += chips
         now = time.monotonic()
@@ -247,8 +247,9 @@ def embed_region_flow(**params: Any) -> dict:
         pending = cube.pending_tiles()
         planned = sum(cube.specs[t.group].n_planned(t) for t in tiles)
         already = planned - cube.pending_chips(pending)  # appended runs: finished days count as done
-        estimate = {str(t): cube.specs[t.group].n_planned(t) for t in pending
-                    if not cube.specs[t.group].is_exact(t)}
+        # what the total counts for each tile's pending work until the tile reports exact counts
+        estimate = {str(t): v for t, v in cube.pending_chips_by_tile(pending).items()}
+        estimated = {str(t) for t in pending if not cube.specs[t.group].is_exact(t)}
         n_est = sum(not s.is_exact(t) for s in cube.specs.values() for t in s.tiles())
         log.info("cube %s: %s%d chips planned in %d tile(s), %d pending (run %d)",
                  req.out, "~" if n_est else "", planned, len(tiles), len(pending), run)
@@ -270,7 +271,7 @@ def embed_region_flow(**params: Any) -> dict:
                 continue
             results.append(r)
             for p in r["tiles"]:  # exact counts now, recovered tiles recounted from the store
-                progress.add(p["embedded"] + p["skipped"], estimate.get(p["tile"]))
+                progress.add(p["embedded"] + p["skipped"], estimate[p["tile"]], p["tile"] in estimated)
         if errors:
             raise errors[0]
         missing = cube.pending_tiles()
