@@ -33,9 +33,8 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         d = 1.0 - num / den
-    d = np.clip(d, 0.0, 2.0)  # rounding can give -1e-16 for identical vectors
-    d[~(den > 0)] = np.nan
-    return d.astype(np.float32)
+    # rounding can give -1e-16 for identical vectors
+    return np.where(den > 0, np.clip(d, 0.0, 2.0), np.nan).astype(np.float32)
 
 
 def change(cube: str | Path, date_from: str, date_to: str, out: str | Path, *,

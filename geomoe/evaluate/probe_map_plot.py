@@ -92,24 +92,28 @@ def _first_class(v: Any) -> str | None:
 
 def _draw_labels(ax: Any, gdf: Any, first: Any, classes: list[str], cols: np.ndarray) -> None:
     """Points as class-coloured dots ringed in black, polygons as class-coloured outlines."""
+    import shapely
+
     idx = {c: k for k, c in enumerate(classes)}
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    pts: dict[int, list[np.ndarray]] = {}
     for geom, c in zip(gdf.geometry.values, first.values):
         if geom is None or geom.is_empty:
             continue
-        colour = cols[idx[c]] if c in idx else (0, 0, 0, 1)
+        k = idx.get(c, -1)
         if geom.geom_type in ("Point", "MultiPoint"):
-            import shapely
-
-            xy = shapely.get_coordinates(geom)
-            ax.scatter(xy[:, 0], xy[:, 1], s=22, color=colour, edgecolors="black", linewidths=0.8,
-                       zorder=3)
+            pts.setdefault(k, []).append(shapely.get_coordinates(geom))
         elif geom.geom_type in ("Polygon", "MultiPolygon"):
+            colour = cols[k] if k >= 0 else (0, 0, 0, 1)
             parts = geom.geoms if geom.geom_type == "MultiPolygon" else [geom]
             for p in parts:
                 x, y = p.exterior.xy
                 ax.plot(x, y, color="black", linewidth=1.6, zorder=3)
                 ax.plot(x, y, color=colour, linewidth=0.9, zorder=4)
+    for k, xys in pts.items():  # one scatter per class: thousands of points stay quick
+        xy = np.concatenate(xys)
+        ax.scatter(xy[:, 0], xy[:, 1], s=22, color=cols[k] if k >= 0 else (0, 0, 0, 1),
+                   edgecolors="black", linewidths=0.8, zorder=3)
     ax.set_xlim(xlim)
     ax.set_ylim(ylim)
 
