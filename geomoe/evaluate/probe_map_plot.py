@@ -75,8 +75,8 @@ def plot_probe_map(cube: Any, maps: dict[str, Any], classes: list[str], labels: 
     r, s = rep["cv_random"], rep["cv_spatial"]
     fmt = lambda cv: "n/a" if cv["mean"] is None else f"{100 * cv['mean']:.1f}+-{100 * cv['std']:.1f}"
     fig.suptitle(f"linear probe on {Path(rep['cube']).name}: {rep['n_labels_used']} labels, "
-                 f"{rep['n_chips']} chips; {r['metric']} random CV {fmt(r)}, spatial CV {fmt(s)}",
-                 fontsize=10)
+                 f"{rep['n_chips']} chips\n{r['metric']} random CV {fmt(r)}, spatial CV {fmt(s)} "
+                 f"({s.get('block_size_m', 0):g} m blocks)", fontsize=10)
     fig.tight_layout(rect=(0, 0.04 + 0.022 * ((len(handles) + 3) // 4), 1, 0.95))
     atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
 
