@@ -190,10 +190,9 @@ class OutputExistsError(GeomoeError):
 
 def output_kind(path: Path) -> str | None:
     """The kind of geomoe analysis output a Zarr store at ``path`` is, None if not one."""
-    meta = path / "zarr.json"
     try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
+        attrs = json.loads((path / ".zattrs").read_text())
+    except (OSError, ValueError):
         return None
     kind = attrs.get(OUTPUT_KEY) if isinstance(attrs, dict) else None
     return kind if isinstance(kind, str) else None
@@ -216,7 +215,10 @@ def check_output(path: Path, kind: str, *, overwrite: bool, option: str) -> None
 
 def write_output(path: Path, groups: dict[str, xr.Dataset], kind: str, attrs: dict[str, Any]) -> None:
     """Write ``groups`` as one Zarr store (group per cube group), replacing only a previous
-    output of the same kind; written under a temporary name and renamed into place."""
+    output of the same kind; written under a temporary name and renamed into place.
+
+    Zarr format 2, with consolidated metadata: the format GDAL's Zarr driver (and so QGIS)
+    reads most widely; xarray reads both."""
     import shutil
 
     import zarr
@@ -224,16 +226,16 @@ def write_output(path: Path, groups: dict[str, xr.Dataset], kind: str, attrs: di
     tmp = path.with_name(f".{path.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    root = zarr.open_group(str(tmp), mode="w")
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
     root.attrs.update({OUTPUT_KEY: kind, **{k: json.dumps(v) if not isinstance(v, str) else v
                                              for k, v in attrs.items()}})
     for name, ds in groups.items():
-        ds.to_zarr(str(tmp), group=name, mode="w", consolidated=False)
+        ds.to_zarr(str(tmp), group=name, mode="w", consolidated=False, zarr_format=2)
     import warnings
 
     with warnings.catch_warnings():  # zarr v3 calls consolidated metadata an extension;
         warnings.simplefilter("ignore")  # xarray and GDAL read it, and open faster with it
-        zarr.consolidate_metadata(str(tmp))
+        zarr.consolidate_metadata(str(tmp), zarr_format=2)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)

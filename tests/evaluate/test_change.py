@@ -36,6 +36,11 @@ def test_change_map_lights_up_exactly_the_replaced_block(change_pair_cube, tmp_p
     assert set(top) == set(np.flatnonzero(inside.ravel()))  # the six highest: the block
     assert np.nanmax(d[~inside]) < 0.05 * d[inside].min()   # low everywhere else
     assert m.rio.crs.to_epsg() == 32630 and (m.n_from.values[inside] == 1).all()
+    import rasterio
+
+    with rasterio.open(f'ZARR:"{out}":/utm30n/cosine_distance') as src:  # GDAL, as QGIS opens it
+        assert src.crs.to_epsg() == 32630 and src.transform.a == 1200
+        np.testing.assert_array_equal(src.read(1), d)
     png = out.with_suffix(".png")
     assert png.stat().st_size > 10_000
     import matplotlib.image as mpimg
