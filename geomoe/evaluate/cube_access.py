@@ -16,6 +16,7 @@ date); a chip with none is NaN. With one observation the composite is that obser
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from geomoe.chips.grid import CHIP_METERS
 from geomoe.errors import GeomoeError
 
 #: Chips read per block when streaming over a group (rows of the grid x columns, or table rows).
@@ -118,12 +120,9 @@ def composite(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if block.shape[0] == 1:
         return block[0], n
     masked = np.where(valid[..., None], block, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chips stay NaN
-            emb = np.nanmedian(masked, axis=0).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": those chips stay NaN
+        emb = np.nanmedian(masked, axis=0).astype(np.float32)
     return emb, n
 
 
@@ -224,17 +223,17 @@ def write_output(path: Path, groups: dict[str, xr.Dataset], kind: str, attrs: di
     import zarr
 
     tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.exists():
+    if tmp.exists() or tmp.is_symlink():  # a killed earlier write of ours, or someone's
+        if tmp.is_symlink() or not tmp.is_dir() or output_kind(tmp) != kind:
+            raise OutputExistsError(f"{tmp} is in the way and geomoe did not write it: move it")
         shutil.rmtree(tmp)
     root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
     root.attrs.update({OUTPUT_KEY: kind, **{k: json.dumps(v) if not isinstance(v, str) else v
                                              for k, v in attrs.items()}})
     for name, ds in groups.items():
         ds.to_zarr(str(tmp), group=name, mode="w", consolidated=False, zarr_format=2)
-    import warnings
-
-    with warnings.catch_warnings():  # zarr v3 calls consolidated metadata an extension;
-        warnings.simplefilter("ignore")  # xarray and GDAL read it, and open faster with it
+    with warnings.catch_warnings():  # consolidated: xarray and GDAL open it with one read
+        warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(tmp), zarr_format=2)
     if path.exists():
         shutil.rmtree(path)
@@ -267,5 +266,5 @@ def grid_map_dataset(src: xr.Dataset, data: dict[str, tuple[tuple[str, ...], np.
                                **gdal_crs_attrs(epsg))
     ds.attrs.update({k: v if isinstance(v, (str, int, float)) else json.dumps(v)
                      for k, v in attrs.items()})
-    ds.attrs.update(epsg=epsg, chip_meters=float(src.attrs.get("chip_meters", 1200.0)))
+    ds.attrs.update(epsg=epsg, chip_meters=float(src.attrs.get("chip_meters", CHIP_METERS)))
     return ds

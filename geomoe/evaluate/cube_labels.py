@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from geomoe.chips.grid import CHIP_METERS
 from geomoe.errors import GeomoeError
 from geomoe.evaluate import cube_access as ca
 
@@ -143,7 +144,7 @@ def _grid_hits(ds: Any, geoms: Any, rule: str) -> list[list[tuple[int, int]]]:
     import shapely
 
     xs, ys = ds["x"].values, ds["y"].values
-    size = float(ds.attrs.get("chip_meters", 1200.0))
+    size = float(ds.attrs.get("chip_meters", CHIP_METERS))
     left, top = xs[0] - size / 2, ys[0] + size / 2
     nx, ny = len(xs), len(ys)
     hits: list[list[tuple[int, int]]] = []
@@ -264,7 +265,7 @@ def label_chips(cube: Any, labels: str | Path, column: str, *, time: str | None 
         else:
             times_ok |= bool(ca.table_selection(ds, window).any())
             epsg = ds["epsg"].values
-            size = float(ds.attrs.get("chip_meters", 1200.0))
+            size = float(ds.attrs.get("chip_meters", CHIP_METERS))
             for e in np.unique(epsg):
                 idx = np.flatnonzero(epsg == e)
                 cx, cy = ds["x"].values[idx], ds["y"].values[idx]

@@ -131,8 +131,10 @@ def spatial_folds(blocks: np.ndarray, n_folds: int, seed: int) -> tuple[np.ndarr
     return np.asarray([fold_of[b] for b in blocks], dtype=np.int64), k
 
 
-def cross_validate(chips: LabelledChips, folds: np.ndarray, k: int, c_reg: float = 1.0) -> dict[str, Any]:
-    """Scores per fold (accuracy, or micro/macro mAP) and the out-of-fold probabilities."""
+def cross_validate(chips: LabelledChips, folds: np.ndarray, k: int,
+                   c_reg: float = 1.0) -> tuple[dict[str, Any], np.ndarray]:
+    """Scores per fold (accuracy, or micro/macro mAP in [0, 1]) and the out-of-fold
+    probabilities (N, C) (NaN for chips of a fold that could not be scored)."""
     from sklearn.metrics import average_precision_score
 
     x, y, C = chips.x, chips.y, len(chips.classes)

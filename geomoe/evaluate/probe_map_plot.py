@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from geomoe.atomic import atomic_write
+from geomoe.chips.grid import CHIP_METERS
 
 MAX_PANELS = 4
 
@@ -25,7 +26,7 @@ def _colours(n: int) -> np.ndarray:
 
 
 def _extent(ds: Any) -> list[float]:
-    size = float(ds.attrs.get("chip_meters", 1200.0))
+    size = float(ds.attrs.get("chip_meters", CHIP_METERS))
     x, y = ds["x"].values, ds["y"].values
     return [x[0] - size / 2, x[-1] + size / 2, y[-1] - size / 2, y[0] + size / 2]
 

@@ -29,14 +29,16 @@ def _publish(key: str, title: str, text: str, png: Path | None) -> None:
 @flow(name="probe", log_prints=True)
 def probe_cube_flow(cube: str, labels: str, label_column: str, report: str,
                     time: str | None = None, polygon_rule: str = "covers",
-                    label_separator: str | None = None, block_size: float = 6000.0,
+                    label_separator: str | None = None, block_size: float | None = None,
                     n_folds: int = 5, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """Probe ``cube`` with the labels of a vector file; the parameters are those of
-    :func:`geomoe.evaluate.cube_probe.probe_cube`. Returns the report."""
-    from geomoe.evaluate.cube_probe import probe_cube
+    :func:`geomoe.evaluate.cube_probe.probe_cube` (``block_size`` None: its default).
+    Returns the report."""
+    from geomoe.evaluate.cube_probe import BLOCK_METERS, probe_cube
 
     rep = probe_cube(cube, labels, label_column, report, time=time, polygon_rule=polygon_rule,
-                     label_separator=label_separator, block_size=block_size, n_folds=n_folds,
+                     label_separator=label_separator,
+                     block_size=BLOCK_METERS if block_size is None else block_size, n_folds=n_folds,
                      seed=seed, overwrite=overwrite)
     get_run_logger().info("probe %s:\n%s", cube, rep["summary"])
     _publish("probe-cube", f"probe of {Path(cube).name}", rep["summary"],

@@ -97,3 +97,15 @@ def test_change_refuses_what_it_did_not_write(change_pair_cube, tmp_path):
         geomoe.change(cube, "2020", "2021", ours)
     geomoe.change(cube, "2020", "2021", ours, overwrite=True)
     assert xr.open_zarr(ours, group="utm30n").cosine_distance.notnull().sum() > 0
+
+
+def test_cli_errors_are_one_line_and_write_nothing(change_pair_cube, tmp_path, capsys):
+    cube, _ = change_pair_cube
+    out = tmp_path / "c.zarr"
+    assert main(["change", "--cube", str(cube), "--from", "soon", "--to", "2021", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("geomoe change: error: date 'soon'")
+    assert main(["change", "--cube", str(tmp_path / "none.zarr"), "--from", "2020", "--to", "2021",
+                 "--out", str(out)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".png").exists()
