@@ -217,3 +217,22 @@ def test_fixture_script_is_deterministic(tmp_path):
         assert new.crs == old.crs and list(new.columns) == list(old.columns)
         assert (new.drop(columns="geometry") == old.drop(columns="geometry")).all().all()
         assert new.geometry.geom_equals_exact(old.geometry, 1e-6).all(), key
+
+
+def test_chips_table_case_sees_what_the_bundled_sample_probe_sees(ben_table_cube, ben_data, xxs_checkpoint):
+    """The bundled-sample probe (`geomoe probe`, re-embedding) and the cube probe on the chips
+    table of the same collection with the BigEarthNet points: the same 195 patches, the same
+    19-class labels and the same embeddings (same checkpoint)."""
+    from geomoe.evaluate.probe import embed_data, load_probe_model
+
+    cube = geomoe.open_cube(ben_table_cube)
+    chips = label_chips(cube, BEN_POINTS, "labels_19", separator=";")
+    ids = [str(i) for i in cube["chips"].item_id.values[chips.row]]
+    pos = {str(i): k for k, i in enumerate(ben_data.chips.item_id)}
+    assert sorted(ids) == sorted(pos) and len(ids) == 195
+    k = [pos[i] for i in ids]
+    col = [BEN19_CLASSES.index(c) for c in chips.classes]
+    np.testing.assert_array_equal(chips.y, ben_data.y[k][:, col])
+    assert ben_data.y[k].sum() == chips.y.sum()  # no label outside the classes seen
+    model, _ = load_probe_model(xxs_checkpoint)
+    np.testing.assert_allclose(chips.x, embed_data(model, ben_data)[k], atol=1e-5)
