@@ -379,7 +379,9 @@ def _fmt(cv: dict[str, Any]) -> str:
 
 
 def _summary(rep: dict[str, Any]) -> str:
-    metric = rep["cv_random"]["metric"].replace("_", " ")
+    from geomoe.evaluate.probe_map_plot import METRIC_NAMES
+
+    metric = METRIC_NAMES.get(rep["cv_random"]["metric"], rep["cv_random"]["metric"])
     lines = [
         f"{rep['n_labels_used']} of {rep['n_labels_total']} labels used on {rep['n_chips']} chips, "
         f"{len(rep['classes'])} classes ({rep['task']})",

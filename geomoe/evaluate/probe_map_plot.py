@@ -16,6 +16,7 @@ from geomoe.atomic import atomic_write
 from geomoe.chips.grid import CHIP_METERS
 
 MAX_PANELS = 4
+METRIC_NAMES = {"micro_map": "micro mAP", "accuracy": "accuracy"}
 
 
 def _colours(n: int) -> np.ndarray:
@@ -40,7 +41,7 @@ def plot_probe_map(cube: Any, maps: dict[str, Any], classes: list[str], labels: 
 
     cols = _colours(len(classes))
     groups = list(maps)[:MAX_PANELS]
-    fig = Figure(figsize=(7.5 * len(groups), 7.5))
+    fig = Figure(figsize=(max(11.0, 7.5 * len(groups)), 8.0))
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     gdf = gpd.read_parquet(labels) if Path(labels).suffix.lower() in (".parquet", ".geoparquet") \
         else gpd.read_file(labels)
@@ -70,15 +71,18 @@ def plot_probe_map(cube: Any, maps: dict[str, Any], classes: list[str], labels: 
             ax.set_ylabel("latitude")
         _draw_labels(ax, lab, first, classes, cols)
         ax.set_title(f"{g}: predicted class (faded = low probability), labels outlined", fontsize=9)
-    handles = [Patch(color=cols[k], label=c[:40]) for k, c in enumerate(classes)]
+    handles = [Patch(color=cols[k], label=c if len(c) <= 36 else c[:34] + "..")
+               for k, c in enumerate(classes)]
     handles.append(Patch(color=(0.85, 0.85, 0.85), label="no embedding"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=7)
+    ncol = min(3, len(handles))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7)
     r, s = rep["cv_random"], rep["cv_spatial"]
     fmt = lambda cv: "n/a" if cv["mean"] is None else f"{100 * cv['mean']:.1f}+-{100 * cv['std']:.1f}"
+    metric = METRIC_NAMES.get(r["metric"], r["metric"])
     fig.suptitle(f"linear probe on {Path(rep['cube']).name}: {rep['n_labels_used']} labels, "
-                 f"{rep['n_chips']} chips\n{r['metric']} random CV {fmt(r)}, spatial CV {fmt(s)} "
+                 f"{rep['n_chips']} chips\n{metric} random CV {fmt(r)}, spatial CV {fmt(s)} "
                  f"({s.get('block_size_m', 0):g} m blocks)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.04 + 0.022 * ((len(handles) + 3) // 4), 1, 0.95))
+    fig.tight_layout(rect=(0, 0.02 + 0.022 * -(-len(handles) // ncol), 1, 0.93))
     atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
 
 
@@ -109,8 +113,8 @@ def _draw_labels(ax: Any, gdf: Any, first: Any, classes: list[str], cols: np.nda
             parts = geom.geoms if geom.geom_type == "MultiPolygon" else [geom]
             for p in parts:
                 x, y = p.exterior.xy
-                ax.plot(x, y, color="black", linewidth=1.6, zorder=3)
-                ax.plot(x, y, color=colour, linewidth=0.9, zorder=4)
+                ax.plot(x, y, color="black", linewidth=2.4, zorder=3)
+                ax.plot(x, y, color=colour, linewidth=1.4, zorder=4)
     for k, xys in pts.items():  # one scatter per class: thousands of points stay quick
         xy = np.concatenate(xys)
         ax.scatter(xy[:, 0], xy[:, 1], s=22, color=cols[k] if k >= 0 else (0, 0, 0, 1),
