@@ -7,8 +7,9 @@ Deterministic: the same bundled data gives the same files (no timestamps; fixed 
     python scripts/make_analysis_fixtures.py change-pair /tmp/change-catalog
 
 - ``ben-points``: one point per bundled BigEarthNet-Landsat patch, at the centre of its raster
-  (EPSG:4326), with ``labels_19`` = its BigEarthNet 19-class labels joined by ``;`` (empty
-  where the patch has no 19-class label: the probe must count it, not drop it silently).
+  (EPSG:4326), with ``labels_19`` = its BigEarthNet 19-class labels as a JSON list (how
+  GeoPackage stores a string list; ``[]`` where the patch has no 19-class label: the probe must
+  count it, not drop it silently).
 - ``liverpool-labels``: **weak** land/water/urban polygons of the bundled Liverpool scene
   (LC08, 2020-09-27), derived from its own pixels, not from any survey:
   reflectance = DN * 2.75e-5 - 0.2; water where NDWI = (green - nir) / (green + nir) > 0.05;
@@ -73,7 +74,7 @@ def ben_points(out: Path) -> Path:
         labels = it.properties.get("bigearthnet:labels_19")
         if labels is None:
             labels = to_ben19(it.properties.get("bigearthnet:labels") or [])
-        rows.append({"patch_id": it.id, "labels_19": ";".join(labels),
+        rows.append({"patch_id": it.id, "labels_19": json.dumps(list(labels)),
                      "n_labels": len(labels), "geometry": Point(round(lon, 7), round(lat, 7))})
     gdf = gpd.GeoDataFrame(rows, crs="EPSG:4326")
     return _save(gdf, out)

@@ -7,14 +7,17 @@ Rules (documented in docs/analysis.md, "Probes on your labels"):
 - A **point** takes the chip that contains it (a chip is the 1200 m square around its centre).
 - A **polygon** takes, by ``polygon_rule``, the chips it **covers** entirely (``covers``, the
   default: no mixed edge chips) or the chips whose **centre** it holds (``centre``).
-- A label column holding lists (or strings split by ``separator``) makes the probe
-  multi-label; otherwise each label is one class (multi-class).
+- A label column holding lists makes the probe multi-label: list values (GeoParquet,
+  GeoJSON arrays), JSON-array text (how GeoPackage and GDAL store string lists, e.g.
+  ``["Arable land", "Pastures"]``), or text split by ``separator``. Otherwise each label is
+  one class (multi-class).
 - Nothing is dropped silently: every feature is either used or counted under one reason of
   :data:`DROP_REASONS`.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,11 +122,25 @@ def read_labels(path: str | Path, column: str):
     return gdf
 
 
+def _json_list(v: str) -> list | None:
+    """``'["a", "b"]'`` -> ["a", "b"]; anything else -> None."""
+    t = v.strip()
+    if not (t.startswith("[") and t.endswith("]")):
+        return None
+    try:
+        got = json.loads(t)
+    except ValueError:
+        return None
+    return got if isinstance(got, list) else None
+
+
 def _parse_values(values: Any, separator: str | None) -> tuple[list[list[str]], bool]:
     """Each feature's classes, and whether the column is multi-label."""
     out: list[list[str]] = []
     multilabel = separator is not None
     for v in values:
+        if isinstance(v, str) and separator is None and _json_list(v) is not None:
+            v = _json_list(v)
         if isinstance(v, (list, tuple, np.ndarray)):
             multilabel = True
             items = [str(a).strip() for a in v if a is not None and str(a).strip()]

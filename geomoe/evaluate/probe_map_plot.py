@@ -87,6 +87,11 @@ def plot_probe_map(cube: Any, maps: dict[str, Any], classes: list[str], labels: 
 
 
 def _first_class(v: Any) -> str | None:
+    """The class a label is drawn in: its first (multi-label: lists, JSON lists, ';' text)."""
+    if isinstance(v, str) and v.strip().startswith("["):
+        from geomoe.evaluate.cube_labels import _json_list
+
+        v = _json_list(v) if _json_list(v) is not None else v
     if isinstance(v, (list, tuple, np.ndarray)):
         return str(v[0]) if len(v) else None
     if v is None or (isinstance(v, float) and np.isnan(v)):

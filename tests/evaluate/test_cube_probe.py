@@ -31,8 +31,7 @@ def test_ben_points_on_the_chips_table_cube(ben_table_cube, tmp_path, capsys):
     """The interface: geomoe probe --cube --labels --label-column --report, multi-label."""
     report = tmp_path / "ben.json"
     rc = main(["probe", "--cube", str(ben_table_cube), "--labels", str(BEN_POINTS),
-               "--label-column", "labels_19", "--label-separator", ";", "--report", str(report),
-               "--folds", "3"])
+               "--label-column", "labels_19", "--report", str(report), "--folds", "3"])
     assert rc == 0
     assert "random CV" in capsys.readouterr().out
     rep = json.loads(report.read_text())
@@ -42,7 +41,7 @@ def test_ben_points_on_the_chips_table_cube(ben_table_cube, tmp_path, capsys):
     # every point accounted for: 199 labelled patches, one without a label; the cube skipped
     # (NaN) the fill/cloud patches, whose labels are counted, not lost
     assert rep["n_labels_total"] == len(pts) == 200
-    assert rep["n_labels_dropped"]["empty_class"] == (pts.labels_19 == "").sum() == 1
+    assert rep["n_labels_dropped"]["empty_class"] == (pts.labels_19 == "[]").sum() == 1
     assert rep["n_labels_dropped"]["no_valid_chip"] == (~embedded).sum() == 4
     assert rep["n_labels_used"] + rep["n_labels_dropped_total"] == 200
     assert set(rep["n_labels_dropped"]) == set(DROP_REASONS)
@@ -51,7 +50,7 @@ def test_ben_points_on_the_chips_table_cube(ben_table_cube, tmp_path, capsys):
         assert rep[cv]["metric"] == "micro_map" and 0 <= rep[cv]["std"] < rep[cv]["mean"] <= 1
         assert rep[cv]["n_folds"] == 3 and len(rep[cv]["folds"]) == 3
     # far above the constant-prior probe (micro AP of a constant = label prevalence)
-    y = np.asarray([[c in v.split(";") for c in rep["classes"]] for v in pts.labels_19 if v])
+    y = np.asarray([[c in json.loads(v) for c in rep["classes"]] for v in pts.labels_19 if v != "[]"])
     assert rep["cv_random"]["mean"] > 2 * y.mean()
     # prediction map for every embedded chip, opens in xarray
     m = xr.open_zarr(report.with_suffix(".zarr"), group="chips")
@@ -65,18 +64,36 @@ def test_ben_points_on_the_chips_table_cube(ben_table_cube, tmp_path, capsys):
     assert report.with_suffix(".png").stat().st_size > 20_000
 
 
-def test_points_take_the_chip_that_contains_them(ben_table_cube):
+def test_points_take_the_chip_that_contains_them(ben_table_cube, tmp_path):
     """Each BigEarthNet point lands on its own patch's chip (item id = patch id)."""
     cube = geomoe.open_cube(ben_table_cube)
-    chips = label_chips(cube, BEN_POINTS, "labels_19", separator=";")
+    chips = label_chips(cube, BEN_POINTS, "labels_19")
     pts = gpd.read_file(BEN_POINTS).set_index("patch_id")
     ids = cube["chips"].item_id.values[chips.row]
     assert len(set(ids)) == len(ids) == len(chips)
     for k, pid in enumerate(ids):
-        want = set(pts.loc[pid, "labels_19"].split(";"))
+        want = set(json.loads(pts.loc[pid, "labels_19"]))
         assert {c for c, v in zip(chips.classes, chips.y[k]) if v} == want
         p = gpd.GeoSeries([pts.loc[pid, "geometry"]], crs=4326).to_crs(int(chips.epsg[k]))[0]
         assert max(abs(p.x - chips.cx[k]), abs(p.y - chips.cy[k])) <= 600
+    # the same labels as real lists in GeoParquet, in another CRS: the same chips and targets
+    pq = tmp_path / "ben.parquet"
+    g = gpd.read_file(BEN_POINTS)
+    g["labels_19"] = g["labels_19"].map(json.loads)
+    g.to_crs(3035).to_parquet(pq)
+    again = label_chips(cube, pq, "labels_19")
+    assert again.classes == chips.classes and again.dropped == chips.dropped
+    np.testing.assert_array_equal(again.y, chips.y)
+    np.testing.assert_array_equal(again.row, chips.row)
+
+
+def test_label_values_lists_json_text_separator_and_plain():
+    from geomoe.evaluate.cube_labels import _parse_values
+
+    assert _parse_values([["a", "b"], '["c"]', "[]", None], None) == ([["a", "b"], ["c"], [], []], True)
+    assert _parse_values(["a; b", "", "c"], ";") == ([["a", "b"], [], ["c"]], True)
+    assert _parse_values(["water", 3, float("nan"), "[not json"], None) == (
+        [["water"], ["3"], [], ["[not json"]], False)
 
 
 def test_polygon_rules_covers_and_centre(change_pair_cube):
@@ -228,7 +245,7 @@ def test_chips_table_case_sees_what_the_bundled_sample_probe_sees(ben_table_cube
     from geomoe.evaluate.probe import embed_data, load_probe_model
 
     cube = geomoe.open_cube(ben_table_cube)
-    chips = label_chips(cube, BEN_POINTS, "labels_19", separator=";")
+    chips = label_chips(cube, BEN_POINTS, "labels_19")
     ids = [str(i) for i in cube["chips"].item_id.values[chips.row]]
     pos = {str(i): k for k, i in enumerate(ben_data.chips.item_id)}
     assert sorted(ids) == sorted(pos) and len(ids) == 195
