@@ -10,7 +10,8 @@ The public API, one function per step of the pipeline::
 
 ``search`` and ``load_aoi`` find the data, ``plan_chips`` and ``iter_chips`` cut it into
 40 x 40 pixel chips, ``load_model`` loads a checkpoint, ``embed_region`` writes a cube,
-``open_cube`` reads one, ``pretrain`` trains a model and ``probe`` evaluates one. The names
+``open_cube`` reads one, ``pretrain`` trains a model and ``probe`` evaluates one (or probes a
+cube with labels from a vector file), ``change`` maps change between two dates. The names
 are imported on first use, so ``import geomoe`` itself does not load torch.
 """
 
@@ -59,6 +60,7 @@ __all__ = [
     "open_cube",
     "pretrain",
     "probe",
+    "change",
 ]
 
 #: public name -> (module, attribute). Resolved on first use (PEP 562), so ``import geomoe``
@@ -73,6 +75,7 @@ _PUBLIC = {
     "open_cube": ("geomoe.cube.reader", "open_cube"),
     "pretrain": ("geomoe.api", "pretrain"),
     "probe": ("geomoe.evaluate.probe", "run_probe"),
+    "change": ("geomoe.evaluate.change", "change"),
 }
 
 
@@ -99,3 +102,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
     from geomoe.cube.reader import open_cube
     from geomoe.embed.pipeline import embed_region
     from geomoe.evaluate.probe import run_probe as probe
+    from geomoe.evaluate.change import change

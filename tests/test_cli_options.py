@@ -44,7 +44,7 @@ REQUIRED = {
 } | {
     ("embed-region", o) for o in ("--batch-size", "--min-valid", "--max-cloud", "--tile-size",
                                   "--read-workers", "--threads", "--dask-workers")
-} | {("probe", o) for o in ("--folds", "--repeats", "--min-valid", "--seed")} | {
+} | {("probe", o) for o in ("--folds", "--repeats", "--min-valid", "--seed", "--block-size")} | {
     ("plot", "--dpi"), ("catalog search", "--max-cloud"),
 }
 

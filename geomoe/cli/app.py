@@ -13,6 +13,7 @@ import warnings
 # each parser sets `func(args) -> int`. Modules import lazily so `geomoe --help` stays fast.
 COMMANDS: dict[str, str] = {
     "catalog": "geomoe.cli.catalog",
+    "change": "geomoe.cli.change",
     "embed-region": "geomoe.cli.embed",
     "plot": "geomoe.cli.plot",
     "pretrain": "geomoe.cli.pretrain",

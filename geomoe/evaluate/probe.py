@@ -30,15 +30,17 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from geomoe.atomic import atomic_write, read_json_object
 from geomoe.chips.plan import ChipBatch
 from geomoe.errors import CheckpointError, GeomoeError, require_extra
 from geomoe.resources import demo_checkpoint, labelled_catalog
+
+if TYPE_CHECKING:  # torch loads only where a model runs: the cube probe needs none
+    import torch
 
 #: The bundled labelled sample.
 DEFAULT_LABELLED_CATALOG = labelled_catalog()
@@ -247,6 +249,8 @@ def _to_40(arr: np.ndarray, size: int = 40) -> np.ndarray:
     if h >= size and w >= size:
         r0, c0 = (h - size) // 2, (w - size) // 2
         return arr[:, r0 : r0 + size, c0 : c0 + size]
+    import torch
+
     t = torch.from_numpy(arr.astype(np.float32))[None]
     t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
     return t[0].round().clamp(0, 65535).numpy().astype(np.uint16)
@@ -258,6 +262,8 @@ def load_probe_model(
     seed: int = 0,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The frozen encoder to probe and a description of it (checkpoint path, sha256, size)."""
+    import torch
+
     from geomoe.model import build_model, checkpoint_sha256, load_checkpoint
     from geomoe.model.checkpoint import resolve_checkpoint
 
@@ -277,21 +283,23 @@ def load_probe_model(
                           "size": model.config.size, "random_init": False}
 
 
-@torch.no_grad()
 def embed_data(
     model: torch.nn.Module, data: ProbeData, pooling: str = "mean", batch_size: int = 128
 ) -> np.ndarray:
     """Frozen embeddings (N, D) float32 of the probe chips (eval mode, deterministic), each
     z-scored with the model's own normalisation."""
+    import torch
+
     model.eval()
     chips = data.chips
     out = []
-    for s in range(0, len(chips), batch_size):
-        sl = slice(s, s + batch_size)
-        x = torch.from_numpy(model.preprocess(chips.pixels[sl]))
-        meta = {k: (None if getattr(chips, k) is None else torch.from_numpy(getattr(chips, k)[sl]))
-                for k in ("week", "hour", "lat", "lon")}
-        out.append(model.embed(x, **meta, pooling=pooling).float().numpy())
+    with torch.no_grad():
+        for s in range(0, len(chips), batch_size):
+            sl = slice(s, s + batch_size)
+            x = torch.from_numpy(model.preprocess(chips.pixels[sl]))
+            meta = {k: (None if getattr(chips, k) is None else torch.from_numpy(getattr(chips, k)[sl]))
+                    for k in ("week", "hour", "lat", "lon")}
+            out.append(model.embed(x, **meta, pooling=pooling).float().numpy())
     return np.concatenate(out)
 
 
@@ -455,12 +463,21 @@ def run_probe(
     pooling: str = "mean", catalog: str | Path | None = None, dataset_dir: str | Path | None = None,
     n_folds: int = 5, n_repeats: int = 5, seed: int = 0, baseline: bool = True,
     use_metadata: bool = True, report: str | Path | None = None, min_valid: float = 0.9,
-    overwrite: bool = False,
+    overwrite: bool = False, cube: str | Path | None = None, labels: str | Path | None = None,
+    label_column: str | None = None, time: str | None = None, polygon_rule: str = "covers",
+    label_separator: str | None = None, block_size: float | None = None,
 ) -> dict[str, Any]:
     """Linear-probe a frozen encoder: cross-validated logistic regression on its embeddings.
 
-    This is the public ``geomoe.evaluate.probe``. Unless ``baseline=False``, random weights of the same
+    This is the public ``geomoe.probe``. Unless ``baseline=False``, random weights of the same
     size and per-band statistics of the chips are probed on the same folds, for comparison.
+
+    With ``cube``, the embeddings already in an embedding cube are probed with the labels of a
+    vector file instead (nothing is re-embedded): random and spatially blocked CV, and a
+    prediction map of the whole cube; see :func:`geomoe.evaluate.cube_probe.probe_cube`, which
+    takes ``cube``, ``labels``, ``label_column``, ``report`` (required), ``time``,
+    ``polygon_rule``, ``label_separator``, ``block_size``, ``n_folds``, ``seed`` and
+    ``overwrite``.
 
     Parameters
     ----------
@@ -501,6 +518,13 @@ def run_probe(
     """
     from geomoe.model.config import POOLINGS
 
+    if cube is not None or labels is not None or label_column is not None:
+        return _probe_cube(
+            cube=cube, labels=labels, label_column=label_column, report=report, time=time,
+            polygon_rule=polygon_rule, label_separator=label_separator, block_size=block_size,
+            n_folds=n_folds, seed=seed, overwrite=overwrite,
+            model_options={"checkpoint": checkpoint, "random_init": random_init,
+                           "catalog": catalog, "dataset_dir": dataset_dir})
     require_extra("sklearn", "probe", "the linear probe (geomoe probe)")
     if pooling not in POOLINGS:
         raise GeomoeError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
@@ -546,6 +570,26 @@ def run_probe(
     if report is not None:
         write_report(rep, emb, data, Path(report))
     return rep
+
+
+def _probe_cube(*, cube: Any, labels: Any, label_column: Any, report: Any,
+                model_options: dict[str, Any], block_size: float | None, **kw: Any) -> dict[str, Any]:
+    """The cube case of :func:`run_probe`: check the combination, then probe the cube."""
+    from geomoe.evaluate.cube_probe import BLOCK_METERS, probe_cube
+
+    missing = [n for n, v in (("--cube", cube), ("--labels", labels),
+                              ("--label-column", label_column), ("--report", report)) if v is None]
+    if missing:
+        raise LabelsMissingError(
+            f"a probe on a cube needs --cube, --labels, --label-column and --report; missing: "
+            f"{', '.join(missing)}")
+    clash = [n for n, v in model_options.items() if v]
+    if clash:
+        raise GeomoeError(
+            f"{', '.join(clash)} do(es) not apply to a probe on a cube: its embeddings are "
+            "already computed (the cube records its model); drop them")
+    return probe_cube(cube, labels, label_column, report,
+                      block_size=BLOCK_METERS if block_size is None else block_size, **kw)
 
 
 def band_stats_features(data: ProbeData) -> np.ndarray:

@@ -44,3 +44,52 @@ def single_label_patches(per_class: int) -> list[tuple[str, list]]:
         used.update(it.id for it in got)
         chosen.append((name, got))
     return chosen
+
+
+# ----------------------------------------------------------------- cube analyses (probe, change)
+ANALYSIS_DATA = REPO / "tests" / "data" / "analysis"
+
+
+def fixture_script():
+    """scripts/make_analysis_fixtures.py as a module (scripts/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_analysis_fixtures",
+                                                  REPO / "scripts" / "make_analysis_fixtures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def ben_table_cube(tmp_path_factory, xxs_checkpoint):
+    """An embed-region cube (chips table) over the whole bundled BigEarthNet collection."""
+    import json
+
+    from geomoe.embed.pipeline import embed_region
+
+    europe = {"type": "Polygon", "coordinates": [[[-10, 36], [32, 36], [32, 68], [-10, 68], [-10, 36]]]}
+    out = tmp_path_factory.mktemp("bencube") / "ben.zarr"
+    embed_region(json.dumps(europe), catalog=str(REPO / "catalogs" / "bigearthnet-landsat-sample"
+                                                 / "collection.json"),
+                 checkpoint=xxs_checkpoint, out=out, batch_size=64, table_tile=64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def change_pair_cube(tmp_path_factory, xxs_checkpoint):
+    """A two-date grid cube of the whole Liverpool scene: 2020-09-27 as it is, 2021-09-27 with
+    one 3 x 2 chip block replaced by real Greenland pixels. (cube, block bounds EPSG:32630)."""
+    import json
+
+    from geomoe.embed.pipeline import embed_region
+
+    mod = fixture_script()
+    root = tmp_path_factory.mktemp("changepair")
+    coll, block = mod.change_pair(root / "cat")
+    item = json.loads((REPO / "catalogs" / "landsat-scenes" / mod.LIVERPOOL
+                       / f"{mod.LIVERPOOL}.json").read_text())
+    out = root / "two.zarr"
+    embed_region(json.dumps(item["geometry"]), catalog=str(coll), checkpoint=xxs_checkpoint,
+                 out=out, batch_size=64, tile_size=4)
+    return out, block
