@@ -281,7 +281,8 @@ def probe_cube(cube: str | Path, labels: str | Path, label_column: str, report: 
     Returns
     -------
     dict
-        The report: ``n_labels_used``, ``n_labels_dropped`` (reason -> features),
+        The report: ``n_labels_used``, ``n_labels_dropped`` (how many) and
+        ``labels_dropped_by_reason`` (reason -> features),
         ``classes``, ``cv_random`` and ``cv_spatial`` (``metric``, ``mean``, ``std`` in [0, 1],
         ``folds``), ``prediction_map`` and ``summary``.
     """
@@ -335,8 +336,8 @@ def probe_cube(cube: str | Path, labels: str | Path, label_column: str, report: 
         "time": time, "polygon_rule": polygon_rule, "label_separator": label_separator,
         "model": model,
         "n_labels_total": chips.n_features, "n_labels_used": chips.used,
-        "n_labels_dropped": chips.dropped,
-        "n_labels_dropped_total": int(sum(chips.dropped.values())),
+        "n_labels_dropped": int(sum(chips.dropped.values())),
+        "labels_dropped_by_reason": chips.dropped,
         "drop_reasons": DROP_REASONS,
         "n_chips": len(chips), "classes": chips.classes,
         "class_counts": _class_counts(chips), "embedding_dim": int(chips.x.shape[1]),
@@ -385,7 +386,7 @@ def _summary(rep: dict[str, Any]) -> str:
     lines = [
         f"{rep['n_labels_used']} of {rep['n_labels_total']} labels used on {rep['n_chips']} chips, "
         f"{len(rep['classes'])} classes ({rep['task']})",
-        f"  dropped: {_nonzero(rep['n_labels_dropped'])}",
+        f"  dropped: {_nonzero(rep['labels_dropped_by_reason'])}",
         f"  {metric} random CV {_fmt(rep['cv_random'])}; spatial CV "
         f"({rep['cv_spatial']['block_size_m']:g} m blocks, {rep['cv_spatial']['n_blocks']} blocks) "
         f"{_fmt(rep['cv_spatial'])}",

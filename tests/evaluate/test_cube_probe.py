@@ -41,10 +41,10 @@ def test_ben_points_on_the_chips_table_cube(ben_table_cube, tmp_path, capsys):
     # every point accounted for: 199 labelled patches, one without a label; the cube skipped
     # (NaN) the fill/cloud patches, whose labels are counted, not lost
     assert rep["n_labels_total"] == len(pts) == 200
-    assert rep["n_labels_dropped"]["empty_class"] == (pts.labels_19 == "[]").sum() == 1
-    assert rep["n_labels_dropped"]["no_valid_chip"] == (~embedded).sum() == 4
-    assert rep["n_labels_used"] + rep["n_labels_dropped_total"] == 200
-    assert set(rep["n_labels_dropped"]) == set(DROP_REASONS)
+    assert rep["labels_dropped_by_reason"]["empty_class"] == (pts.labels_19 == "[]").sum() == 1
+    assert rep["labels_dropped_by_reason"]["no_valid_chip"] == (~embedded).sum() == 4
+    assert rep["n_labels_used"] + rep["n_labels_dropped"] == 200
+    assert set(rep["labels_dropped_by_reason"]) == set(DROP_REASONS)
     assert rep["task"] == "cube-multilabel" and set(rep["classes"]) <= set(BEN19_CLASSES)
     for cv in ("cv_random", "cv_spatial"):
         assert rep[cv]["metric"] == "micro_map" and 0 <= rep[cv]["std"] < rep[cv]["mean"] <= 1
@@ -122,8 +122,8 @@ def test_weak_polygons_probe_on_a_grid_cube(change_pair_cube, tmp_path):
                        time="2020-09-27", polygon_rule="centre")
     assert rep["task"] == "cube-multiclass" and rep["classes"] == ["land", "urban", "water"]
     # the small land polygon at the east edge holds only the centre of a partial (skipped) chip
-    assert rep["n_labels_used"] == 3 and rep["n_labels_dropped"]["no_valid_chip"] == 1
-    assert rep["n_labels_dropped_total"] == 1
+    assert rep["n_labels_used"] == 3 and rep["labels_dropped_by_reason"]["no_valid_chip"] == 1
+    assert rep["n_labels_dropped"] == 1
     assert rep["cv_spatial"]["n_blocks"] >= 4 and rep["cv_spatial"]["block_size_m"] == 6000
     for cv in ("cv_random", "cv_spatial"):
         assert rep[cv]["metric"] == "accuracy" and 0 <= rep[cv]["mean"] <= 1 and rep[cv]["std"] >= 0
