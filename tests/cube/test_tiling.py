@@ -169,6 +169,8 @@ def test_worker_opens_its_tile_without_the_catalog(repo_root, tmp_path, ckpt_xxs
     before = zarr.open_array(str(out), path="utm30n/embedding", mode="r")[...]
     (coll.parent / LIVERPOOL_ITEM / f"{LIVERPOOL_ITEM}.json").unlink()
     coll.unlink()  # the catalog is unreachable now; the rasters stay
+    done = zarr.open_array(str(out), path="_geomoe/utm30n/tile_done", mode="r+")
+    done[:, 1, 1] = 0  # tile (1, 1) to do again, on its every solar day
     req = EmbedRequest(aoi="unused.geojson", catalog=str(coll), out=str(out), checkpoint=str(ckpt_xxs),
                        batch_size=8, tile_size=2)
     prep = reopen(req)
@@ -180,4 +182,4 @@ def test_worker_opens_its_tile_without_the_catalog(repo_root, tmp_path, ckpt_xxs
     assert r["embedded"] + r["skipped"] == 4 and prep.items.loaded == 1
     after = zarr.open_array(str(out), path="utm30n/embedding", mode="r")[...]
     np.testing.assert_array_equal(after, before)
-    assert zarr.open_array(str(out), path="_geomoe/utm30n/tile_done", mode="r")[1, 1] == 9
+    assert (zarr.open_array(str(out), path="_geomoe/utm30n/tile_done", mode="r")[:, 1, 1] == 9).all()
