@@ -262,6 +262,10 @@ def _create_tile_done(path: Path, spec: Spec) -> None:
                          dimension_names=dims, overwrite=True)
     arr.attrs["description"] = ("run number that completed the (solar day, tile) (0 = pending)" if grid
                                 else "run number that completed the tile (0 = pending)")
+    if grid:  # exact chip counts as tiles are read (planning only estimates them): progress
+        counts = g.create_array("tile_chips", shape=(nty, ntx), chunks=(1, 1), dtype="int64",
+                                fill_value=-1, dimension_names=["tile_y", "tile_x"], overwrite=True)
+        counts.attrs["description"] = "chips of the tile over the planned solar days (-1 = not yet counted)"
 
 
 def spec_layout(spec: Spec) -> dict[str, Any]:
@@ -463,6 +467,7 @@ class Cube:
             cube = cls(path, {s.name: s for s in specs}, existing)
             cube._clean_partials()
             cube._extend(specs, dim, dtype, attrs, items)
+            cube.load_tile_chips()
             return cube
         if state == "rebuild":
             # an unfinished skeleton of this same request (a run killed while creating it):
@@ -665,6 +670,28 @@ class Cube:
         cube.days = {s.name: [d for d, _ in _group_days(path, s.name) or []]
                      for s in specs if isinstance(s, GridSpec)}
         return cube
+
+    def record_tile_chips(self, tile: CubeTile, n: int) -> None:
+        """A grid tile's exact chip count over the plan's days (kept for later runs' totals)."""
+        arr = zarr.open_array(str(self.path), path=f"{BOOKKEEPING}/{tile.group}/tile_chips", mode="r+")
+        arr[tuple(tile.key)] = int(n)
+
+    def load_tile_chips(self) -> None:
+        """Make the specs' counts exact for the finished tiles an earlier run counted (the run's
+        own process; workers do not need them)."""
+        for spec in self.specs.values():
+            if not isinstance(spec, GridSpec):
+                continue
+            try:
+                counts = zarr.open_array(str(self.path), path=f"{BOOKKEEPING}/{spec.name}/tile_chips",
+                                         mode="r")[...]
+            except (FileNotFoundError, KeyError, ValueError):
+                continue
+            done = self.done_map(spec.name)
+            for ty, tx in np.argwhere(counts >= 0):
+                tile = CubeTile(spec.name, (int(ty), int(tx)))
+                if tuple(tile.key) in spec.tile_items and not self.pending_times(tile, done):
+                    spec.record_exact(tile, int(counts[ty, tx]))
 
     def _clean_partials(self) -> None:
         """Remove temp files a killed zarr write left behind (never visible to readers)."""

@@ -409,6 +409,8 @@ class TileBuffer:
 
     def write(self, cube: Cube, run: int) -> None:
         if isinstance(self.spec, GridSpec):
+            if self.spec.is_exact(self.tile):  # before the commit: a counted tile is a done tile's
+                cube.record_tile_chips(self.tile, self.spec.n_planned(self.tile))
             cube.write_grid_tile(self.tile, self.embedding, self.valid, run, times=self.times)
         else:
             cube.write_table_tile(self.tile, self.embedding, self.valid, self.x, self.y, run)
@@ -432,8 +434,11 @@ def iter_tile_batches(prep: Prepared, tile: CubeTile, batch_size: int) -> Iterat
         window = spec.window(tile)
         plan = plan_chips(items, aoi=prep.aoi_geom, grid="fixed", epsg=spec.epsg, window=window)
         prep.read_counts[tile] = len(plan)
-        if ids == set(spec.tile_item_ids(tile)):
-            spec.record_exact(tile, len(plan))
+        every = set(spec.tile_item_ids(tile))
+        # the tile's exact count over all its days: this plan's, or (some days already done) a
+        # plan of all its items' footprints, which reads no pixels
+        spec.record_exact(tile, len(plan) if ids == every else len(plan_chips(
+            prep.items_for(sorted(every)), aoi=prep.aoi_geom, grid="fixed", epsg=spec.epsg, window=window)))
         yield from iter_chips(items, aoi=prep.aoi_geom, batch_size=batch_size, plan=plan,
                               min_valid=prep.request.min_valid, grid="fixed", epsg=spec.epsg,
                               window=window, workers=int(prep.request.read_workers))

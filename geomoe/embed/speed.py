@@ -41,7 +41,7 @@ class SpeedChoice:
     reason: str
 
     def label(self) -> str:
-        """E.g. ``bf16 compiled (auto: large job, 1,234,567 chips, CPU with AVX512-BF16)``."""
+        """E.g. ``bf16 compiled (auto: large job, about 1,234,567 chips, CPU with AVX512-BF16)``."""
         return f"{self.precision}{' compiled' if self.compile else ''} ({self.reason})"
 
 
@@ -91,7 +91,8 @@ def choose_speed(device: Any, precision: str, compile: Any, planned_chips: int) 
     comp = compile_setting(compile)
     kind = device.type
     large = is_large(kind, int(planned_chips))
-    size = f"{'large' if large else 'small'} job, {int(planned_chips):,} chips"
+    # planned chips are an estimate until every tile is read (per-tile planning): said so
+    size = f"{'large' if large else 'small'} job, about {int(planned_chips):,} chips"
     if precision == "fp32":
         bf16, why = False, "fp32 asked for"
     elif precision == "bf16":

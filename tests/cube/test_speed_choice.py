@@ -6,6 +6,7 @@ GEOMOE_CPU_FLAGS, so every branch runs on any machine."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -94,7 +95,8 @@ def test_cli_end_line_says_what_ran_and_why(ckpt_xxs, liverpool_scene_aoi, tmp_p
             "--checkpoint", str(ckpt_xxs), "--device", "cpu", "--quiet", "--batch-size", "64",
             "--min-valid", "0"]
     assert main(args) == 0
-    words = "fp32 (auto: small job, 96 chips, the compile would not pay off)"
-    assert f"chips/s on cpu, {words}" in capsys.readouterr().out
+    # the planned count is the footprints' estimate when the choice is made
+    words = r"fp32 \(auto: small job, about \d+ chips, the compile would not pay off\)"
+    assert re.search(f"chips/s on cpu, {words}", capsys.readouterr().out)
     run_log = json.loads((out / "zarr.json").read_text())["attributes"]["geomoe:run_log"]
-    assert run_log[-1]["precision"] == "fp32" and run_log[-1]["speed"] == words
+    assert run_log[-1]["precision"] == "fp32" and re.fullmatch(words, run_log[-1]["speed"])

@@ -5,6 +5,7 @@ single-process library run, and each task runs torch on its worker's threads."""
 from __future__ import annotations
 
 import os
+import re
 
 from .conftest import assert_same_cube
 
@@ -31,7 +32,8 @@ def test_two_worker_dask_cube_equals_single_process(prefect_server, embed_flow_m
     assert summary["worker_nthreads"] == [2] and summary["torch_threads"] == [2]
     # what each worker chose for --precision/--compile auto, and why (geomoe.embed.speed)
     assert summary["precision"] == "fp32" and summary["precision_requested"] == "auto"
-    assert summary["speed"] == "fp32 (auto: small job, 20 chips, the compile would not pay off)"
+    assert re.fullmatch(r"fp32 \(auto: small job, about \d+ chips, the compile would not pay off\)",
+                        summary["speed"])
     assert_same_cube(out, single_process_cube)
     import warnings
 

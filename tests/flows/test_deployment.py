@@ -163,5 +163,7 @@ def test_daily_deployment_keeps_the_cube_and_a_run_with_nothing_new_embeds_nothi
     assert changed == ["zarr.json"], changed  # chunks, arrays, bookkeeping: byte-identical
     attrs = [json.loads(f["zarr.json"])["attributes"] for f in (before, after)]
     assert attrs[1]["geomoe:runs"] == 2 and len(attrs[1]["geomoe:run_log"]) == 2
-    assert ({k: v for k, v in attrs[0].items() if not k.startswith("geomoe:run")}
-            == {k: v for k, v in attrs[1].items() if not k.startswith("geomoe:run")})
+    assert attrs[1]["geomoe:finished_run"] == 2  # the run bookkeeping; nothing else changed
+    per_run = ("geomoe:run", "geomoe:finished_run")
+    assert ({k: v for k, v in attrs[0].items() if not k.startswith(per_run)}
+            == {k: v for k, v in attrs[1].items() if not k.startswith(per_run)})

@@ -31,7 +31,8 @@ def _args(repo_root, out, ckpt) -> list[str]:
 
 
 def _done(out) -> np.ndarray:
-    return zarr.open_array(str(out), path=tile_done_path("utm30n"), mode="r")[...]
+    """Per tile: the run that finished it on every solar day (0: not done); one day here."""
+    return zarr.open_array(str(out), path=tile_done_path("utm30n"), mode="r")[...].min(axis=0)
 
 
 def _rerun(args: list[str], capsys) -> dict:
