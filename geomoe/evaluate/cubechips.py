@@ -46,7 +46,7 @@ class ChipBlock:
     dtype (float32 or float16); every row is finite.
     """
 
-    group: str
+    group: str | np.ndarray  # the group, or (n,) object: one per row (a mixed selection)
     t: np.ndarray  # (n,) int32
     i: np.ndarray  # (n,) int32
     j: np.ndarray  # (n,) int32

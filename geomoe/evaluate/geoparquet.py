@@ -75,7 +75,8 @@ def block_table(block: ChipBlock, schema: pa.Schema, extra: dict[str, np.ndarray
         "geometry": geom,
         "time": pa.array(block.time.astype("datetime64[us]")),
         "item_id": pa.array(block.item_id.astype(str)),
-        "group": pa.array(np.full(n, block.group, dtype=object), pa.string()),
+        "group": pa.array(np.full(n, block.group, dtype=object) if isinstance(block.group, str)
+                          else np.asarray(block.group, dtype=object).astype(str), pa.string()),
         "valid_fraction": pa.array(block.valid_fraction.astype(np.float32)),
         "epsg": pa.array(block.epsg.astype(np.int32)),
         "x": pa.array(block.x), "y": pa.array(block.y),
