@@ -14,9 +14,11 @@ import warnings
 COMMANDS: dict[str, str] = {
     "catalog": "geomoe.cli.catalog",
     "embed-region": "geomoe.cli.embed",
+    "export": "geomoe.cli.export",
     "plot": "geomoe.cli.plot",
     "pretrain": "geomoe.cli.pretrain",
     "probe": "geomoe.cli.probe",
+    "similar": "geomoe.cli.similar",
 }
 
 

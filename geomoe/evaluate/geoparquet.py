@@ -109,6 +109,11 @@ def check_output(path: Path, kind: str, *, overwrite: bool, what: str) -> None:
         raise OutputExistsError(f"{what} {path} exists and is not a file; choose another path")
     if not path.exists():
         return
+    other = next((k for k in ("export", "similar") if k != kind and is_geomoe_parquet(path, k)), None)
+    if other:
+        raise OutputExistsError(
+            f"{what} {path} is a geomoe {other} result, not a {kind}; it is not replaced by "
+            f"a {kind}: choose another path")
     if not is_geomoe_parquet(path, kind):
         raise OutputExistsError(
             f"{what} {path} exists and geomoe did not write it (no geomoe {kind} mark in its "

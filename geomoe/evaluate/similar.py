@@ -324,6 +324,10 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
     import matplotlib.pyplot as plt
 
     groups = list(cube.groups)
+    finite = np.concatenate([m[np.isfinite(m)].ravel() for m in maps.values()] + [np.zeros(0, np.float32)])
+    lo, hi = (np.percentile(finite, [2, 100]) if len(finite) else (-1.0, 1.0))
+    if not hi > lo:
+        lo, hi = lo - 0.01, hi + 0.01  # a constant map still gets a colour scale
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 5), squeeze=False)
     gper = np.asarray(top.group)
     for ax, g in zip(axes[0], groups):
@@ -333,7 +337,7 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
                 img = np.nanmax(m, axis=0) if np.isfinite(m).any() else m[0]
             x, y = ds.x.values, ds.y.values
             ext = (x[0] - 600, x[-1] + 600, y[-1] - 600, y[0] + 600)
-            im = ax.imshow(img, extent=ext, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
+            im = ax.imshow(img, extent=ext, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
             sel = gper == g
             ax.scatter(top.x[sel], top.y[sel], s=30, facecolors="none", edgecolors="orange",
                        linewidths=1.2, marker="s", label=f"top {k}")
@@ -346,7 +350,7 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
             ax.set_ylabel("y (m)")
             ax.set_title(f"{g}: max over {ds.sizes['time']} time slice(s)")
         else:
-            im = ax.scatter(ds.lon.values, ds.lat.values, c=m, cmap="viridis", vmin=-1, vmax=1, s=25)
+            im = ax.scatter(ds.lon.values, ds.lat.values, c=m, cmap="viridis", vmin=lo, vmax=hi, s=25)
             ax.set_xlabel("lon")
             ax.set_ylabel("lat")
             ax.set_title(f"{g}: chips")
@@ -354,7 +358,7 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
         if handles:
             uniq = dict(zip(labels, handles))
             ax.legend(uniq.values(), uniq.keys(), loc="lower right", fontsize=8)
-        fig.colorbar(im, ax=ax, shrink=0.8, label="cosine similarity")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="cosine similarity (2nd percentile to max)")
     fig.suptitle(f"similarity to the query: {cube.path.name}")
     fig.tight_layout()
     atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))

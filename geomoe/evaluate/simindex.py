@@ -195,6 +195,9 @@ def scan(index: SimIndex, query: np.ndarray, k: int, *, rows: int = SCAN_ROWS
     if index.n > TORCH_FROM:  # torch's float16 matrix-vector kernel; worth its import here
         import torch
 
+        from geomoe.device import limit_threads
+
+        limit_threads()  # never more compute threads than cores
         qh = torch.from_numpy(q.astype(np.float16))
 
         def dot(block: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@
   ``embed-region/gpu``), also what ``geomoe embed-region --dask-*`` / ``--deployment`` run.
 - :mod:`geomoe.flows.pretrain`: ``pretrain`` (``pretrain/manual``: training) and the scheduled
   fine-tune (``pretrain/scheduled``: retraining).
+- :mod:`geomoe.flows.export_similar`: ``export`` (``export/geoparquet``) and ``similar``
+  (``similar/query``): GeoParquet export and similarity search on a cube.
 
 prefect.yaml names them by module path (``geomoe.flows.embed_region.embed_region_flow``), so a
 worker loads them from the installed geomoe, wherever its working directory is. This is the only
