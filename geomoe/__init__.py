@@ -10,7 +10,8 @@ The public API, one function per step of the pipeline::
 
 ``search`` and ``load_aoi`` find the data, ``plan_chips`` and ``iter_chips`` cut it into
 40 x 40 pixel chips, ``load_model`` loads a checkpoint, ``embed_region`` writes a cube,
-``open_cube`` reads one, ``pretrain`` trains a model and ``probe`` evaluates one. The names
+``open_cube`` reads one, ``pretrain`` trains a model and ``probe`` evaluates one;
+``export`` writes a cube's chips to GeoParquet and ``similar`` finds chips like examples. The names
 are imported on first use, so ``import geomoe`` itself does not load torch.
 """
 
@@ -59,6 +60,8 @@ __all__ = [
     "open_cube",
     "pretrain",
     "probe",
+    "export",
+    "similar",
 ]
 
 #: public name -> (module, attribute). Resolved on first use (PEP 562), so ``import geomoe``
@@ -73,6 +76,8 @@ _PUBLIC = {
     "open_cube": ("geomoe.cube.reader", "open_cube"),
     "pretrain": ("geomoe.api", "pretrain"),
     "probe": ("geomoe.evaluate.probe", "run_probe"),
+    "export": ("geomoe.evaluate.export", "export"),
+    "similar": ("geomoe.evaluate.similar", "similar"),
 }
 
 
@@ -99,3 +104,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
     from geomoe.cube.reader import open_cube
     from geomoe.embed.pipeline import embed_region
     from geomoe.evaluate.probe import run_probe as probe
+    from geomoe.evaluate.export import export
+    from geomoe.evaluate.similar import similar

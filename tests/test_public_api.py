@@ -18,7 +18,7 @@ import geomoe
 from tests.conftest import REPO, seeded_checkpoint
 
 PUBLIC = ["search", "load_aoi", "plan_chips", "iter_chips", "load_model", "embed_region",
-          "open_cube", "pretrain", "probe"]
+          "open_cube", "pretrain", "probe", "export", "similar"]
 LIVERPOOL = str(REPO / "catalogs" / "aois" / "liverpool.geojson")
 
 
@@ -44,10 +44,12 @@ def test_each_name_resolves_to_the_documented_function():
     from geomoe.cube.reader import open_cube
     from geomoe.embed.pipeline import embed_region
     from geomoe.evaluate.probe import run_probe
+    from geomoe.evaluate.export import export
+    from geomoe.evaluate.similar import similar
 
     want = {"search": search, "load_aoi": load_aoi, "plan_chips": plan_chips, "iter_chips": iter_chips,
             "load_model": load_model, "embed_region": embed_region, "open_cube": open_cube,
-            "pretrain": pretrain, "probe": run_probe}
+            "pretrain": pretrain, "probe": run_probe, "export": export, "similar": similar}
     for name, fn in want.items():
         assert getattr(geomoe, name) is fn
     for name in PUBLIC:  # numpy-style documentation on every public function

@@ -3,7 +3,8 @@
 Why not ``GeoDataFrame.to_parquet``: an export holds millions of chips; a GeoDataFrame of
 them would not fit in memory, and shapely objects cost far more than the rows themselves.
 This writer appends row groups with pyarrow and writes the GeoParquet 1.1 ``geo`` metadata
-itself (the same fields geopandas writes, plus the bbox of everything written).
+itself (the fields geopandas writes; the file-level bbox only where it is known before the
+first row is written, since pyarrow readers take ``geo`` from the schema stored up front).
 
 Every file carries a ``geomoe`` key in its metadata: the mark that lets a later run replace a
 file geomoe wrote (with ``overwrite``) and refuse anything else.
@@ -132,26 +133,23 @@ class ChipParquetWriter:
     """
 
     def __init__(self, path: Path, schema: pa.Schema, *, kind: str, info: dict[str, Any],
-                 row_group: int = 65_536, compression: str = "zstd") -> None:
+                 row_group: int = 65_536, compression: str = "zstd",
+                 bbox: list[float] | None = None) -> None:
         self.path = Path(path)
         self.tmp = tmp_path(self.path)
         self.row_group = row_group
         self.mark = json.dumps({"kind": kind, **info}, default=str).encode()
-        meta = {b"geo": json.dumps(geo_metadata(None)).encode(), MARK: self.mark}
+        meta = {b"geo": json.dumps(geo_metadata(bbox)).encode(), MARK: self.mark}
         self.schema = schema.with_metadata(meta)
         self._writer = pq.ParquetWriter(self.tmp, self.schema, compression=compression,
                                         write_statistics=["time", "group", "valid_fraction", "epsg"])
         self._pending: list[pa.Table] = []
         self._n_pending = 0
         self.rows = 0
-        self.bbox = [np.inf, np.inf, -np.inf, -np.inf]
 
     def write(self, block: ChipBlock, extra: dict[str, np.ndarray] | None = None) -> None:
         if len(block) == 0:
             return
-        c = block.corners
-        self.bbox = [min(self.bbox[0], float(c[..., 0].min())), min(self.bbox[1], float(c[..., 1].min())),
-                     max(self.bbox[2], float(c[..., 0].max())), max(self.bbox[3], float(c[..., 1].max()))]
         self._pending.append(block_table(block, self.schema, extra))
         self._n_pending += len(block)
         self.rows += len(block)
@@ -164,10 +162,8 @@ class ChipParquetWriter:
             self._pending, self._n_pending = [], 0
 
     def close(self) -> Path:
-        """Flush, write the ``geo`` metadata with the final bbox, and move into place."""
+        """Flush, close and move into place."""
         self._flush()
-        bbox = self.bbox if self.rows else None
-        self._writer.add_key_value_metadata({"geo": json.dumps(geo_metadata(bbox))})
         self._writer.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())

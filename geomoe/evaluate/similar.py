@@ -246,7 +246,10 @@ def rerank(cube: CubeView, loc: np.ndarray, q: np.ndarray, k: int) -> tuple[np.n
 
 def _write_top(path: Path, block: ChipBlock, scores: np.ndarray, info: dict) -> None:
     schema = chip_schema(None, {"score": pa.float32(), "rank": pa.int32()})
-    w = ChipParquetWriter(path, schema, kind="similar", info=info)
+    c = block.corners
+    bbox = ([float(c[..., 0].min()), float(c[..., 1].min()), float(c[..., 0].max()), float(c[..., 1].max())]
+            if len(block) else None)
+    w = ChipParquetWriter(path, schema, kind="similar", info=info, bbox=bbox)
     try:
         w.write(block, {"score": scores.astype(np.float32),
                         "rank": np.arange(1, len(block) + 1, dtype=np.int32)})
@@ -291,8 +294,8 @@ def _write_map(path: Path, cube: CubeView, index: SimIndex, scores: np.ndarray, 
                 out = out.rio.write_crs(group_epsg(ds))
                 out["similarity"].attrs["coordinates"] = "spatial_ref"
             else:
+                # the chip index of the cube's table; its item ids stay in the cube
                 coords = {c: ("chip", ds[c].values) for c in ("x", "y", "lat", "lon", "epsg", "time")}
-                coords["item_id"] = ("chip", np.array([str(v) for v in ds["item_id"].values], dtype="U"))
                 out = xr.Dataset({"similarity": (("chip",), maps[g])}, coords=coords)
             out["similarity"].attrs.update(description=desc, units="1")
             out.attrs.update({"group": g, "query": json.dumps(info["query"]), "cube": info["cube"]})
