@@ -98,3 +98,49 @@ def test_export_refuses_files_it_did_not_write(liverpool_grid_cube, tmp_path, ca
     assert main(["export", "--cube", str(liverpool_grid_cube), "--to", str(ours), "--overwrite"]) == 0
     assert pq.read_metadata(ours).num_rows == 20
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_item_of_each_chip_follows_the_planner_on_a_two_scene_day(repo_root, analysis_ckpt, tmp_path):
+    """Two scenes of one solar day in one slice: each chip's item_id is the scene the planner
+    took its pixels from (the earlier scene where its footprint reaches, else the later)."""
+    import geopandas as gpd
+    import pystac
+    import shapely.geometry as sg
+
+    from geomoe.chips.plan import plan_chips
+    from geomoe.embed.pipeline import embed_region
+    from geomoe.stac.aoi import load_aoi
+    from tests.cube.conftest import copy_liverpool_catalog
+
+    coll_path, scene = copy_liverpool_catalog(repo_root, tmp_path, name="two-scenes")
+    coll = pystac.Collection.from_file(str(coll_path))
+    (item,) = list(coll.get_items())
+    full = sg.shape(item.geometry)
+    minx, miny, maxx, maxy = full.bounds
+    west = item.clone()
+    west.id = item.id + "-west-early"
+    west.geometry = sg.mapping(full.intersection(sg.box(minx, miny, -3.095, maxy)))
+    late = item.clone()
+    late.id = item.id + "-late"
+    late.datetime = item.datetime.replace(minute=item.datetime.minute + 1)
+    coll.remove_item(item.id)
+    for it in (west, late):
+        it.make_asset_hrefs_absolute()
+        coll.add_item(it)
+    coll.normalize_hrefs(str(tmp_path / "cat"))
+    coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    aoi = str(repo_root / "catalogs" / "aois" / "liverpool.geojson")
+    cube = tmp_path / "two.zarr"
+    embed_region(aoi, catalog=str(coll_path), checkpoint=analysis_ckpt, out=cube, batch_size=8,
+                 tile_size=2)
+    out = tmp_path / "two.parquet"
+    geomoe_export = __import__("geomoe").export
+    geomoe_export(cube, out)
+    gdf = gpd.read_parquet(out)
+    items = [west, late]
+    plan = plan_chips(items, aoi=load_aoi(aoi), grid="fixed")
+    planned = {(int(r) + 0.5, int(c) + 0.5): str(i) for g in plan.groups
+               for r, c, i in zip(g.chips["row"], g.chips["col"], g.chips["item_id"])}
+    got = {(row.y / 1200, row.x / 1200): row.item_id for row in gdf.itertuples()}
+    assert got == planned
+    assert set(got.values()) == {west.id, late.id}  # both scenes own chips
