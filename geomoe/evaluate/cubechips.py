@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -31,6 +32,7 @@ from geomoe.errors import GeomoeError
 #: a block holds at most about this many chips (one time slice, whole chunks): memory stays flat
 BLOCK_CHIPS = 131_072
 HALF = 600.0  # half a chip side, metres (chips are 1200 m)
+MAP_BYTES = 256 * 2**20  # cache of per-slice item maps (int16 per chip of the group)
 
 
 class PointError(GeomoeError, ValueError):
@@ -134,7 +136,8 @@ class ItemLookup:
         self.cube = cube
         self._items: dict[str, object] | None = None
         self._aoi = None
-        self._maps: dict[tuple[str, int], tuple[np.ndarray | None, list[str]]] = {}
+        self._slices: dict[str, list] = {}
+        self._maps: OrderedDict[tuple[str, int], tuple[np.ndarray | None, list[str]]] = OrderedDict()
 
     def _load_items(self) -> dict[str, object]:
         if self._items is None:
@@ -155,14 +158,18 @@ class ItemLookup:
         """(codes (ny, nx) int16 into ``names``, -1 = none; or None when one item covers the
         slice, names) for time slice ``t`` of a grid group."""
         key = (group, t)
-        if key not in self._maps:
-            ds = self.cube[group]
-            per_slice = json.loads(ds.attrs.get("stac_item_ids", "[]"))
-            ids = [str(v) for v in per_slice[t]] if t < len(per_slice) else []
-            if len(ids) <= 1:
-                self._maps[key] = (None, ids)
-            else:
-                self._maps[key] = self._priority_map(ds, ids)
+        if key in self._maps:
+            self._maps.move_to_end(key)
+            return self._maps[key]
+        ds = self.cube[group]
+        if group not in self._slices:
+            self._slices[group] = json.loads(ds.attrs.get("stac_item_ids", "[]"))
+        per_slice = self._slices[group]
+        ids = [str(v) for v in per_slice[t]] if t < len(per_slice) else []
+        self._maps[key] = (None, ids) if len(ids) <= 1 else self._priority_map(ds, ids)
+        # bounded memory: least recently used maps go (recomputed if needed again)
+        while sum(m.nbytes for m, _ in self._maps.values() if m is not None) > MAP_BYTES and len(self._maps) > 1:
+            self._maps.popitem(last=False)
         return self._maps[key]
 
     def _priority_map(self, ds: xr.Dataset, ids: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -200,14 +207,23 @@ def _chunk_starts(chunks: tuple[int, ...]) -> list[tuple[int, int]]:
     return out
 
 
+def _undasked(cube: CubeView, group: str) -> xr.Dataset:
+    """The group opened without dask: whole-chunk reads go straight to zarr (several times
+    faster per block than a dask graph); the chunking is read from ``cube[group]``."""
+    return xr.open_zarr(str(cube.path), group=group, consolidated=False, chunks=None,
+                        decode_coords="all")
+
+
 def _grid_blocks(cube: CubeView, group: str, items: ItemLookup, block_chips: int) -> Iterator[ChipBlock]:
     ds = cube[group]
-    emb, vf = ds["embedding"], ds["valid_fraction"]
+    raw = _undasked(cube, group)
+    emb, vf = raw["embedding"], raw["valid_fraction"]
     epsg = group_epsg(ds)
     xs_all, ys_all = ds.x.values.astype(np.float64), ds.y.values.astype(np.float64)
     times = ds.time.values.astype("datetime64[ns]")
-    ychunks = emb.chunks[1] if emb.chunks else (ds.sizes["y"],)
-    xchunks = emb.chunks[2] if emb.chunks else (ds.sizes["x"],)
+    chunks = ds["embedding"].chunks
+    ychunks = chunks[1] if chunks else (ds.sizes["y"],)
+    xchunks = chunks[2] if chunks else (ds.sizes["x"],)
     # blocks: whole y-chunk bands, split along x into runs of whole chunks of <= block_chips
     bands = []
     for y0, y1 in _chunk_starts(ychunks):
@@ -219,23 +235,18 @@ def _grid_blocks(cube: CubeView, group: str, items: ItemLookup, block_chips: int
             run.append((x0, x1))
         if run:
             bands.append((y0, y1, run[0][0], run[-1][1]))
-    lattices: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-    for t in range(len(times)):
-        for y0, y1, x0, x1 in bands:
-            e = np.asarray(emb.data[t, y0:y1, x0:x1].compute() if hasattr(emb.data, "compute")
-                           else emb.values[t, y0:y1, x0:x1])
+    for y0, y1, x0, x1 in bands:  # bands outer: one corner lattice at a time, shared by all times
+        lattice = None
+        for t in range(len(times)):
+            e = np.asarray(emb[t, y0:y1, x0:x1].values)
             ok = np.isfinite(e).all(axis=-1)
             if not ok.any():
                 continue
             ii, jj = np.nonzero(ok)
-            v = np.asarray(vf.data[t, y0:y1, x0:x1].compute() if hasattr(vf.data, "compute")
-                           else vf.values[t, y0:y1, x0:x1])
-            key = (y0, y1, x0, x1)
-            if key not in lattices:
-                if len(lattices) > 256:
-                    lattices.clear()
-                lattices[key] = _lattice(epsg, xs_all[x0:x1], ys_all[y0:y1])
-            lon, lat = lattices[key]
+            v = np.asarray(vf[t, y0:y1, x0:x1].values)
+            if lattice is None:
+                lattice = _lattice(epsg, xs_all[x0:x1], ys_all[y0:y1])
+            lon, lat = lattice
             corners = np.stack([
                 np.stack([lon[ii, jj], lat[ii, jj]], 1),  # NW
                 np.stack([lon[ii + 1, jj], lat[ii + 1, jj]], 1),  # SW
@@ -252,12 +263,12 @@ def _grid_blocks(cube: CubeView, group: str, items: ItemLookup, block_chips: int
 
 
 def _table_blocks(cube: CubeView, group: str, block_chips: int) -> Iterator[ChipBlock]:
-    ds = cube[group]
-    emb = ds["embedding"]
+    chunks = cube[group]["embedding"].chunks
+    ds = _undasked(cube, group)
     n_all = ds.sizes["chip"]
     step = max(1, min(block_chips, n_all))
-    if emb.chunks:
-        c = emb.chunks[0][0]
+    if chunks:
+        c = chunks[0][0]
         step = max(c, (step // c) * c)
     for s in range(0, n_all, step):
         sl = slice(s, min(s + step, n_all))
@@ -303,7 +314,7 @@ def iter_chip_blocks(cube: CubeView, groups: Sequence[str] | None = None, *,
     Yields
     ------
     ChipBlock
-        Chips in a deterministic order: group, time slice, y band, x.
+        Chips in a deterministic order: group, band of chunk rows (y), time slice, x.
     """
     items = ItemLookup(cube)
     for g in groups or cube.groups:

@@ -133,7 +133,7 @@ class ChipParquetWriter:
     """
 
     def __init__(self, path: Path, schema: pa.Schema, *, kind: str, info: dict[str, Any],
-                 row_group: int = 65_536, compression: str = "zstd",
+                 row_group: int = 65_536, compression: str = "zstd", compression_level: int = 1,
                  bbox: list[float] | None = None) -> None:
         self.path = Path(path)
         self.tmp = tmp_path(self.path)
@@ -141,7 +141,15 @@ class ChipParquetWriter:
         self.mark = json.dumps({"kind": kind, **info}, default=str).encode()
         meta = {b"geo": json.dumps(geo_metadata(bbox)).encode(), MARK: self.mark}
         self.schema = schema.with_metadata(meta)
+        floats = [n for n in ("valid_fraction", "x", "y", "score") if n in schema.names]
+        if "embedding" in schema.names:
+            floats.append("embedding.list.element")
+        # dictionaries only where values repeat; byte-stream-split floats compress (and write)
+        # faster than dictionary attempts on unique values
         self._writer = pq.ParquetWriter(self.tmp, self.schema, compression=compression,
+                                        compression_level=compression_level,
+                                        use_dictionary=["item_id", "group"],
+                                        use_byte_stream_split=floats,
                                         write_statistics=["time", "group", "valid_fraction", "epsg"])
         self._pending: list[pa.Table] = []
         self._n_pending = 0
