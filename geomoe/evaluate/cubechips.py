@@ -207,7 +207,7 @@ def _chunk_starts(chunks: tuple[int, ...]) -> list[tuple[int, int]]:
     return out
 
 
-def _undasked(cube: CubeView, group: str) -> xr.Dataset:
+def undasked(cube: CubeView, group: str) -> xr.Dataset:
     """The group opened without dask: whole-chunk reads go straight to zarr (several times
     faster per block than a dask graph); the chunking is read from ``cube[group]``."""
     return xr.open_zarr(str(cube.path), group=group, consolidated=False, chunks=None,
@@ -216,7 +216,7 @@ def _undasked(cube: CubeView, group: str) -> xr.Dataset:
 
 def _grid_blocks(cube: CubeView, group: str, items: ItemLookup, block_chips: int) -> Iterator[ChipBlock]:
     ds = cube[group]
-    raw = _undasked(cube, group)
+    raw = undasked(cube, group)
     emb, vf = raw["embedding"], raw["valid_fraction"]
     epsg = group_epsg(ds)
     xs_all, ys_all = ds.x.values.astype(np.float64), ds.y.values.astype(np.float64)
@@ -264,7 +264,7 @@ def _grid_blocks(cube: CubeView, group: str, items: ItemLookup, block_chips: int
 
 def _table_blocks(cube: CubeView, group: str, block_chips: int) -> Iterator[ChipBlock]:
     chunks = cube[group]["embedding"].chunks
-    ds = _undasked(cube, group)
+    ds = undasked(cube, group)
     n_all = ds.sizes["chip"]
     step = max(1, min(block_chips, n_all))
     if chunks:

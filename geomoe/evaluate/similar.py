@@ -28,8 +28,8 @@ import pyarrow as pa
 from geomoe.atomic import atomic_write, fsync_dir
 from geomoe.cube.reader import CubeView, open_cube
 from geomoe.errors import GeomoeError
-from geomoe.evaluate.cubechips import (ChipBlock, ItemLookup, PointError, chip_corners, group_epsg,
-                                       is_grid, locate)
+from geomoe.evaluate.cubechips import (ChipBlock, ItemLookup, PointError, undasked, chip_corners,
+                                       group_epsg, is_grid, locate)
 from geomoe.evaluate.geoparquet import (ChipParquetWriter, OutputExistsError, check_output,
                                         chip_schema, is_geomoe_parquet)
 from geomoe.evaluate.simindex import SimIndex, open_index, scan
@@ -215,9 +215,10 @@ def _top_block(cube: CubeView, loc: np.ndarray, items: ItemLookup) -> ChipBlock:
 
 
 def candidates(k: int) -> int:
-    """Chips the index scan keeps for the exact re-scoring: the float16 index cannot reorder
-    chips further apart than its rounding, so a margin beyond k suffices."""
-    return max(2 * k, k + 256)
+    """Chips the index scan keeps for the exact re-scoring: the float16 index reorders only
+    chips whose scores differ by less than its rounding, so twice k suffices unless more than
+    k chips tie with the k-th to that precision (then any of them is as good a k-th)."""
+    return max(2 * k, k + 16)
 
 
 def rerank(cube: CubeView, loc: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +232,7 @@ def rerank(cube: CubeView, loc: np.ndarray, q: np.ndarray, k: int) -> tuple[np.n
         m = np.nonzero(loc[:, 0] == gk)[0]
         if not len(m):
             continue
-        ds = cube[g]
+        ds = undasked(cube, g)  # point reads straight from zarr: only the chunks touched
         if is_grid(ds):
             e = ds.embedding.isel(time=xr.DataArray(loc[m, 1], dims="p"),
                                   y=xr.DataArray(loc[m, 2], dims="p"),
