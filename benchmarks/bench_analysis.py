@@ -189,6 +189,33 @@ print(json.dumps({{"queries": out, "peak_rss": peak()}}))
     return run_child(code)
 
 
+def bench_search_only(cube: Path, n_queries: int, k: int = 100) -> dict:
+    """The search alone (query vector, index scan, exact re-scoring), no outputs: its time and
+    the peak RSS of a process that does only that (torch loaded)."""
+    code = f"""
+import geomoe, numpy as np, time
+from geomoe.evaluate.similar import query_vector, candidates, rerank
+from geomoe.evaluate.simindex import open_index, scan
+view = geomoe.open_cube({str(cube)!r})
+ds = view["utm30n"]
+idx, built = open_index(view)
+rng = np.random.default_rng(2)
+times = []
+while len(times) < {n_queries}:
+    i, j = int(rng.integers(ds.sizes["y"])), int(rng.integers(ds.sizes["x"]))
+    if not np.isfinite(ds.embedding[0, i, j, 0].values):
+        continue
+    t0 = time.perf_counter()
+    q, _ = query_vector(view, [(float(ds.lon[i, j]), float(ds.lat[i, j]))], [])
+    rows, _, scores = scan(idx, q, candidates({k}))
+    loc, top = rerank(view, idx.locate(rows), q, {k})
+    times.append(time.perf_counter() - t0)
+    assert loc[0, 2] == i and loc[0, 3] == j
+print(json.dumps({{"seconds": times, "peak_rss": peak(), "built": built}}))
+"""
+    return run_child(code)
+
+
 def bench_alternatives(cube: Path) -> dict:
     """One query each: exact scan over the cube's chunks; FAISS fp16 SQ over the index file."""
     code = f"""
@@ -209,7 +236,9 @@ for y0 in range(0, ds.sizes["y"], emb.chunks[1][0]):
     best = np.partition(best, -100)[-100:]
 t_stream = time.perf_counter() - t0
 idx, _ = open_index(view)
-import faiss
+import faiss, torch  # imports outside the timings
+from geomoe.device import limit_threads
+limit_threads()
 faiss.omp_set_num_threads(1)
 t0 = time.perf_counter()
 sq = faiss.IndexScalarQuantizer(idx.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
@@ -283,13 +312,17 @@ def main() -> None:
     b = bench_index(cube)
     say(f"index build: {b['n']:,} chips in {b['seconds']:.1f} s, {b['bytes'] / 2**30:.2f} GiB on "
         f"disk, peak RSS {b['peak_rss'] / 2**20:.0f} MiB")
+    so = bench_search_only(cube, args.queries)
+    say(f"search only (query vector + index scan + exact re-score), {len(so['seconds'])} queries, "
+        f"one process: " + ", ".join(f"{t:.2f}" for t in so["seconds"]) + " s; peak RSS "
+        f"{so['peak_rss'] / 2**20:.0f} MiB; own chip first in every query")
     q = bench_queries(cube, work, args.queries)
     for n, r in enumerate(q["queries"]):
         say(f"query {n}: search {r['search']:.2f} s (index scan {r['scan']:.2f} s + exact re-score from the cube), "
             f"query vector {r['query']:.2f} s, outputs {r['outputs']:.2f} s, total {r['total']:.2f} s; "
             f"own chip first: {r['own_chip_first']}, top score {r['top_score']:.4f}, index "
             f"{'built' if r['built'] else 'reused'}")
-    say(f"queries: peak RSS of the querying process (torch, geopandas, matplotlib loaded) "
+    say(f"geomoe.similar with outputs: peak RSS of the process (torch, geopandas, matplotlib loaded) "
         f"{q['peak_rss'] / 2**20:.0f} MiB")
     a = bench_alternatives(cube)
     say(f"alternatives, one top-100 query each: exact scan over the cube's chunks (no index) "

@@ -30,7 +30,7 @@ from geomoe.cube.reader import CubeView
 from geomoe.errors import GeomoeError
 
 #: a block holds at most about this many chips (one time slice, whole chunks): memory stays flat
-BLOCK_CHIPS = 131_072
+BLOCK_CHIPS = 32_768
 HALF = 600.0  # half a chip side, metres (chips are 1200 m)
 MAP_BYTES = 256 * 2**20  # cache of per-slice item maps (int16 per chip of the group)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,10 @@ class ChipParquetWriter:
         self._pending: list[pa.Table] = []
         self._n_pending = 0
         self.rows = 0
+        # one row group is encoded and written on a thread while the next is read: pyarrow
+        # releases the GIL, so reading and writing overlap on two cores; at most one waits
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geomoe-parquet")
+        self._inflight: Future | None = None
 
     def write(self, block: ChipBlock, extra: dict[str, np.ndarray] | None = None) -> None:
         if len(block) == 0:
@@ -166,12 +171,22 @@ class ChipParquetWriter:
 
     def _flush(self) -> None:
         if self._pending:
-            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=self.row_group)
+            table = pa.concat_tables(self._pending)
             self._pending, self._n_pending = [], 0
+            self._wait()
+            self._inflight = self._pool.submit(self._writer.write_table, table,
+                                               row_group_size=self.row_group)
+
+    def _wait(self) -> None:
+        if self._inflight is not None:
+            fut, self._inflight = self._inflight, None
+            fut.result()  # a write error surfaces here
 
     def close(self) -> Path:
         """Flush, close and move into place."""
         self._flush()
+        self._wait()
+        self._pool.shutdown()
         self._writer.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -181,6 +196,12 @@ class ChipParquetWriter:
 
     def abort(self) -> None:
         try:
-            self._writer.close()
+            try:
+                self._wait()
+            finally:
+                self._pool.shutdown()
+                self._writer.close()
+        except Exception:  # the original error matters, not this one
+            pass
         finally:
             self.tmp.unlink(missing_ok=True)

@@ -260,49 +260,64 @@ def _write_top(path: Path, block: ChipBlock, scores: np.ndarray, info: dict) -> 
         raise
 
 
-def _write_map(path: Path, cube: CubeView, index: SimIndex, scores: np.ndarray, info: dict) -> dict[str, Any]:
-    """The similarity of every chip per group, NaN where no embedding; returns the arrays
-    (for the PNG)."""
-    import xarray as xr
+MAP_CHUNK = 512  # map chunks: 1 time x 512 x 512 chips
 
-    maps: dict[str, np.ndarray] = {}
-    for g in cube.groups:
-        ds = cube[g]
-        shape = ((ds.sizes["time"], ds.sizes["y"], ds.sizes["x"]) if is_grid(ds) else (ds.sizes["chip"],))
-        maps[g] = np.full(shape, np.nan, np.float32)
-    step = 1 << 20
-    with open(index.chips, "rb") as f:
-        for off in range(0, index.n, step):
-            loc = np.frombuffer(f.read(min(step, index.n - off) * 16), "<i4").reshape(-1, 4)
-            s = scores[off:off + len(loc)].astype(np.float32)
-            for gk, g in enumerate(cube.groups):
-                m = loc[:, 0] == gk
-                if m.any():
-                    if maps[g].ndim == 3:
-                        maps[g][loc[m, 1], loc[m, 2], loc[m, 3]] = s[m]
-                    else:
-                        maps[g][loc[m, 2]] = s[m]
+
+def _write_map(path: Path, cube: CubeView, index: SimIndex, scores: np.ndarray, info: dict) -> dict[str, np.ndarray]:
+    """The similarity of every chip per group (NaN where no embedding), written as Zarr in
+    one pass over the index's locator, chunk by chunk: memory holds one (y, x) plane per
+    grid group, never the (time, y, x) map. Returns, per group, what the PNG shows: the
+    maximum over time (grid) or each chip's score (table)."""
+    import dask.array as da
+    import xarray as xr
+    import zarr
+
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
+        arrays, shown = {}, {}
+        desc = "cosine similarity of the chip's embedding to the query; NaN: no embedding"
         for g in cube.groups:
             ds = cube[g]
-            desc = "cosine similarity of the chip's embedding to the query; NaN: no embedding"
             if is_grid(ds):
-                out = xr.Dataset({"similarity": (("time", "y", "x"), maps[g])},
+                shape = (ds.sizes["time"], ds.sizes["y"], ds.sizes["x"])
+                chunks = (1, min(shape[1], MAP_CHUNK), min(shape[2], MAP_CHUNK))
+                out = xr.Dataset({"similarity": (("time", "y", "x"),
+                                                 da.full(shape, np.nan, np.float32, chunks=chunks))},
                                  coords={"time": ds.time.values, "y": ds.y.values, "x": ds.x.values})
                 out = out.rio.write_crs(group_epsg(ds))
                 out["similarity"].attrs["coordinates"] = "spatial_ref"
+                shown[g] = np.full(shape[1:], np.nan, np.float32)
             else:
                 # the chip index of the cube's table; its item ids stay in the cube
+                shape = (ds.sizes["chip"],)
+                chunks = (min(shape[0], MAP_CHUNK * MAP_CHUNK),)
                 coords = {c: ("chip", ds[c].values) for c in ("x", "y", "lat", "lon", "epsg", "time")}
-                out = xr.Dataset({"similarity": (("chip",), maps[g])}, coords=coords)
+                out = xr.Dataset({"similarity": (("chip",), da.full(shape, np.nan, np.float32, chunks=chunks))},
+                                 coords=coords)
+                shown[g] = np.full(shape, np.nan, np.float32)
             out["similarity"].attrs.update(description=desc, units="1")
             out.attrs.update({"group": g, "query": json.dumps(info["query"]), "cube": info["cube"]})
-            out.to_zarr(str(tmp), group=g, mode="w", consolidated=False, zarr_format=3)
-        import zarr
-
+            out.to_zarr(str(tmp), group=g, mode="w", compute=False, consolidated=False, zarr_format=3,
+                        encoding={"similarity": {"chunks": chunks}})
+            arrays[g] = zarr.open_array(str(tmp), path=f"{g}/similarity", mode="r+")
+        step = 1 << 20
+        with open(index.chips, "rb") as f:
+            for off in range(0, index.n, step):
+                loc = np.frombuffer(f.read(min(step, index.n - off) * 16), "<i4").reshape(-1, 4)
+                sc = scores[off:off + len(loc)].astype(np.float32)
+                for gk, g in enumerate(cube.groups):
+                    m = loc[:, 0] == gk
+                    if not m.any():
+                        continue
+                    if shown[g].ndim == 2:
+                        t, i, j = loc[m, 1], loc[m, 2], loc[m, 3]
+                        arrays[g].vindex[t, i, j] = sc[m]
+                        np.fmax.at(shown[g], (i, j), sc[m])
+                    else:
+                        arrays[g].vindex[loc[m, 2]] = sc[m]
+                        shown[g][loc[m, 2]] = sc[m]
         root = zarr.open_group(str(tmp), mode="r+")
         root.attrs.update({MAP_MARK: 1, "groups": list(cube.groups), **info})
         import warnings
@@ -317,7 +332,25 @@ def _write_map(path: Path, cube: CubeView, index: SimIndex, scores: np.ndarray, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return maps
+    return shown
+
+
+def _coarsen_max(img: np.ndarray, most: int = 1000) -> tuple[np.ndarray, int]:
+    """Block maximum down to at most ``most`` pixels a side (the figure has far fewer):
+    keeps the PNG's memory and time small on continental maps; returns (image, factor)."""
+    f = max(1, -(-max(img.shape) // most))
+    if f == 1:
+        return img, 1
+    h, w = -(-img.shape[0] // f) * f, -(-img.shape[1] // f) * f
+    pad = np.full((h, w), np.nan, np.float32)
+    pad[: img.shape[0], : img.shape[1]] = img
+    blocks = pad.reshape(h // f, f, w // f, f)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
+            return np.nanmax(blocks, axis=(1, 3)), f
 
 
 def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[dict],
@@ -328,7 +361,10 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
     import matplotlib.pyplot as plt
 
     groups = list(cube.groups)
-    finite = np.concatenate([m[np.isfinite(m)].ravel() for m in maps.values()] + [np.zeros(0, np.float32)])
+    rng = np.random.default_rng(0)
+    finite = [m[np.isfinite(m)] for m in maps.values()]
+    finite = np.concatenate([v if len(v) <= 1_000_000 else rng.choice(v, 1_000_000, replace=False)
+                             for v in finite] + [np.zeros(0, np.float32)])
     lo, hi = (np.percentile(finite, [2, 100]) if len(finite) else (-1.0, 1.0))
     if not hi > lo:
         lo, hi = lo - 0.01, hi + 0.01  # a constant map still gets a colour scale
@@ -337,8 +373,7 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
     for ax, g in zip(axes[0], groups):
         ds, m = cube[g], maps[g]
         if is_grid(ds):
-            with np.errstate(all="ignore"):
-                img = np.nanmax(m, axis=0) if np.isfinite(m).any() else m[0]
+            img, f = _coarsen_max(m)
             x, y = ds.x.values, ds.y.values
             ext = (x[0] - 600, x[-1] + 600, y[-1] - 600, y[0] + 600)
             im = ax.imshow(img, extent=ext, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
@@ -352,7 +387,8 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
                                label=w["role"])
             ax.set_xlabel(f"x (m, EPSG:{group_epsg(ds)})")
             ax.set_ylabel("y (m)")
-            ax.set_title(f"{g}: max over {ds.sizes['time']} time slice(s)")
+            ax.set_title(f"{g}: max over {ds.sizes['time']} time slice(s)"
+                         + (f"\n(max of {f} x {f} chips per pixel)" if f > 1 else ""))
         else:
             im = ax.scatter(ds.lon.values, ds.lat.values, c=m, cmap="viridis", vmin=lo, vmax=hi, s=25)
             ax.set_xlabel("lon")
