@@ -136,9 +136,17 @@ def build_index(cube: CubeView, path: Path) -> SimIndex:
                 "built_seconds": round(time.perf_counter() - t0, 3),
                 "complete": _complete(cube)}
         (tmp / "index.json").write_text(json.dumps(meta, indent=1))
-        if path.exists():
-            shutil.rmtree(path)  # a geomoe index (checked above)
-        os.replace(tmp, path)
+        try:
+            if path.exists():
+                shutil.rmtree(path)  # a geomoe index (checked above); open readers keep their files
+            os.replace(tmp, path)
+        except OSError:
+            # another query built the same index at the same time and moved it in first
+            other = _read_meta(path) if path.is_dir() else None
+            if other is None or other.get("key") != meta["key"]:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return SimIndex(path, int(other["n"]), int(other["dim"]), list(other["groups"]), other)
         fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
