@@ -365,7 +365,8 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
     finite = [m[np.isfinite(m)] for m in maps.values()]
     finite = np.concatenate([v if len(v) <= 1_000_000 else rng.choice(v, 1_000_000, replace=False)
                              for v in finite] + [np.zeros(0, np.float32)])
-    lo, hi = (np.percentile(finite, [2, 100]) if len(finite) else (-1.0, 1.0))
+    lo = float(np.percentile(finite, 2)) if len(finite) else -1.0
+    hi = max([float(np.max(m[np.isfinite(m)])) for m in maps.values() if np.isfinite(m).any()] or [1.0])
     if not hi > lo:
         lo, hi = lo - 0.01, hi + 0.01  # a constant map still gets a colour scale
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 5), squeeze=False)
