@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import REPO, seeded_checkpoint
 
+LIVERPOOL_ITEM = "LC08_L2SP_204023_20200927_20201006_02_T1"
 PORTUGAL = {"type": "Polygon", "coordinates": [[[-9.5, 36.5], [-6.5, 36.5], [-6.5, 40.5],
                                                 [-9.5, 40.5], [-9.5, 36.5]]]}
 
@@ -39,4 +40,30 @@ def portugal_table_cube(tmp_path_factory, analysis_ckpt) -> Path:
 
     out = tmp_path_factory.mktemp("an-pt") / "portugal.zarr"
     embed_region(json.dumps(PORTUGAL), checkpoint=analysis_ckpt, out=out, batch_size=16)
+    return out
+
+
+@pytest.fixture(scope="session")
+def liverpool_two_dates_cube(tmp_path_factory, analysis_ckpt) -> Path:
+    """The Liverpool scene at two dates: the real item and a copy dated one day later (same
+    pixels; the model's week/hour inputs differ), so the grid group has two time slices."""
+    import pystac
+
+    from geomoe.embed.pipeline import embed_region
+    from tests.cube.conftest import copy_liverpool_catalog
+
+    tmp = tmp_path_factory.mktemp("an-two-dates")
+    coll_path, _ = copy_liverpool_catalog(REPO, tmp, name="two-dates")
+    coll = pystac.Collection.from_file(str(coll_path))
+    (item,) = list(coll.get_items())
+    later = item.clone()
+    later.id = item.id + "-next-day"
+    later.datetime = item.datetime.replace(day=item.datetime.day + 1)
+    later.make_asset_hrefs_absolute()
+    coll.add_item(later)
+    coll.normalize_hrefs(str(tmp / "cat"))
+    coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    out = tmp / "two-dates.zarr"
+    embed_region(str(REPO / "catalogs" / "aois" / "liverpool.geojson"), catalog=str(coll_path),
+                 checkpoint=analysis_ckpt, out=out, batch_size=8, tile_size=2)
     return out

@@ -10,7 +10,8 @@ import geomoe
 from geomoe.cli.app import main
 from geomoe.errors import GeomoeError
 from geomoe.evaluate.cubechips import PointError
-from tests.evaluate.cube_fixtures import analysis_ckpt, liverpool_grid_cube, portugal_table_cube  # noqa: F401
+from tests.evaluate.cube_fixtures import (analysis_ckpt, liverpool_grid_cube,  # noqa: F401
+                                         liverpool_two_dates_cube, portugal_table_cube)
 
 
 def _unit(v):
@@ -143,3 +144,30 @@ def test_refuses_outputs_geomoe_did_not_write(liverpool_grid_cube, tmp_path):
     with pytest.raises(GeomoeError, match="geomoe did not write it"):
         geomoe.similar(liverpool_grid_cube, at, k=3, out=tmp_path / "x.parquet", index=foreign)
     assert (foreign / "notes.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
+
+
+def test_two_time_slices_export_and_search(liverpool_two_dates_cube, tmp_path):
+    """Every time slice is exported and searched; a point takes its chip at both dates."""
+    import geopandas as gpd
+    import xarray as xr
+
+    from tests.evaluate.cube_fixtures import LIVERPOOL_ITEM
+
+    cube = liverpool_two_dates_cube
+    ds = geomoe.open_cube(cube)["utm30n"]
+    assert ds.sizes["time"] == 2
+    exp = gpd.read_parquet(geomoe.export(cube, tmp_path / "all.parquet").path)
+    assert len(exp) == 40 and exp.time.nunique() == 2
+    first = exp.time == exp.time.min()
+    assert set(exp.item_id[first]) == {LIVERPOOL_ITEM}
+    assert set(exp.item_id[~first]) == {LIVERPOOL_ITEM + "-next-day"}
+    lon, lat = float(ds.lon[2, 1]), float(ds.lat[2, 1])
+    r = geomoe.similar(cube, [(lon, lat)], k=40, out=tmp_path / "top.parquet")
+    top = gpd.read_parquet(r.out)
+    e = ds.embedding.values  # (2, 4, 5, D)
+    q = _unit(e[:, 2, 1]).mean(0)
+    cos = (_unit(e.reshape(-1, e.shape[-1])) @ _unit(q)).reshape(2, 4, 5)
+    np.testing.assert_allclose(top.score.to_numpy(), np.sort(cos.ravel())[::-1], atol=1e-5)
+    m = xr.open_zarr(r.map_path, group="utm30n")
+    np.testing.assert_allclose(m.similarity.values, cos, atol=2e-3)
+    assert {(row.y, row.x) for row in top.head(2).itertuples()} == {(float(ds.y[2]), float(ds.x[1]))}
