@@ -11,7 +11,8 @@ The public API, one function per step of the pipeline::
 ``search`` and ``load_aoi`` find the data, ``plan_chips`` and ``iter_chips`` cut it into
 40 x 40 pixel chips, ``load_model`` loads a checkpoint, ``embed_region`` writes a cube,
 ``open_cube`` reads one, ``pretrain`` trains a model and ``probe`` evaluates one (or probes a
-cube with labels from a vector file), ``change`` maps change between two dates. The names
+cube with labels from a vector file); on a cube, ``change`` maps change between two dates,
+``similar`` finds chips like examples and ``export`` writes its chips to GeoParquet. The names
 are imported on first use, so ``import geomoe`` itself does not load torch.
 """
 
@@ -61,6 +62,8 @@ __all__ = [
     "pretrain",
     "probe",
     "change",
+    "export",
+    "similar",
 ]
 
 #: public name -> (module, attribute). Resolved on first use (PEP 562), so ``import geomoe``
@@ -76,6 +79,8 @@ _PUBLIC = {
     "pretrain": ("geomoe.api", "pretrain"),
     "probe": ("geomoe.evaluate.probe", "run_probe"),
     "change": ("geomoe.evaluate.change", "change"),
+    "export": ("geomoe.evaluate.export", "export"),
+    "similar": ("geomoe.evaluate.similar", "similar"),
 }
 
 
@@ -103,3 +108,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
     from geomoe.embed.pipeline import embed_region
     from geomoe.evaluate.probe import run_probe as probe
     from geomoe.evaluate.change import change
+    from geomoe.evaluate.export import export
+    from geomoe.evaluate.similar import similar

@@ -18,7 +18,7 @@ import geomoe
 from tests.conftest import REPO, seeded_checkpoint
 
 PUBLIC = ["search", "load_aoi", "plan_chips", "iter_chips", "load_model", "embed_region",
-          "open_cube", "pretrain", "probe", "change"]
+          "open_cube", "pretrain", "probe", "change", "export", "similar"]
 LIVERPOOL = str(REPO / "catalogs" / "aois" / "liverpool.geojson")
 
 
@@ -45,10 +45,13 @@ def test_each_name_resolves_to_the_documented_function():
     from geomoe.embed.pipeline import embed_region
     from geomoe.evaluate.probe import run_probe
     from geomoe.evaluate.change import change
+    from geomoe.evaluate.export import export
+    from geomoe.evaluate.similar import similar
 
     want = {"search": search, "load_aoi": load_aoi, "plan_chips": plan_chips, "iter_chips": iter_chips,
             "load_model": load_model, "embed_region": embed_region, "open_cube": open_cube,
-            "pretrain": pretrain, "probe": run_probe, "change": change}
+            "pretrain": pretrain, "probe": run_probe, "change": change, "export": export,
+            "similar": similar}
     for name, fn in want.items():
         assert getattr(geomoe, name) is fn
     for name in PUBLIC:  # numpy-style documentation on every public function

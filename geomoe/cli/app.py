@@ -15,9 +15,11 @@ COMMANDS: dict[str, str] = {
     "catalog": "geomoe.cli.catalog",
     "change": "geomoe.cli.change",
     "embed-region": "geomoe.cli.embed",
+    "export": "geomoe.cli.export",
     "plot": "geomoe.cli.plot",
     "pretrain": "geomoe.cli.pretrain",
     "probe": "geomoe.cli.probe",
+    "similar": "geomoe.cli.similar",
 }
 
 

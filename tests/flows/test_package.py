@@ -25,7 +25,7 @@ def test_prefect_yaml_entrypoints_load_outside_the_checkout(repo_root, tmp_path)
     assert [ln[0] for ln in loaded] == entrypoints
     for entrypoint, name, module in loaded:
         assert module.startswith("geomoe.flows."), (entrypoint, module)
-        assert name in ("embed-region", "pretrain", "probe", "change"), (entrypoint, name)
+        assert name in ("embed-region", "pretrain", "probe", "change", "export", "similar"), (entrypoint, name)
 
 
 def test_geomoe_outside_flows_never_imports_prefect():
