@@ -11,12 +11,14 @@ The catalog
   60 on the equator; a scene centre is a point of a circular sun-synchronous orbit
   (inclination 98.2 deg, 98.88 min period, Earth rotating underneath), geocentric latitude
   converted to geodetic, path 1's descending node at 64.60 deg W and paths 360/233 deg apart
-  westwards. Checked against the 15 real Landsat items in ../shared/data/stac-items: centres
-  within 0.03 deg of longitude and 0.05 deg of latitude. A footprint is a 185 km (across
+  westwards. Checked against 22 real Landsat 4-9 items (../shared/data/stac-items and the two
+  whole bundled scenes): footprint centres within 0.02 deg of latitude and 0.035 deg of
+  longitude (0.09 deg at 80 N). A footprint is a 185 km (across
   track) x 180 km (along track) rectangle about the centre, turned to the ground track's
   heading; only scenes that touch land are kept (benchmarks/aois/land-europe.geojson, Natural
-  Earth 1:110m), as Landsat acquires over land and coasts. The image grid is the footprint's bounding box in the UTM zone of the centre
-  (north), on Landsat's 30 m grid (edges at 15 m mod 30, as real C2 L2 rasters).
+  Earth 1:110m), as Landsat acquires over land and coasts. The image grid is the footprint's
+  bounding box in the UTM zone of the centre (north), on Landsat's 30 m grid (edges at 15 m
+  mod 30, as real C2 L2 rasters).
 * Landsat 8 and 9 together image every path once every 8 days; pass k is the window
   [2024-06-03 + 8k days, +8 days): path p is imaged on day 8k + (7 (p-1) mod 16) mod 8 of it
   (adjacent paths are 7 days apart), by Landsat 8 or 9 alternately, at 10:30 local solar time
@@ -163,7 +165,6 @@ def scenes_for(aoi, land=None) -> list[Scene]:
     """Every daytime WRS-2-like scene whose footprint meets ``aoi`` (and ``land``, if given),
     lon/lat geometries."""
     import pyproj
-    from shapely.ops import transform as shp_transform
 
     minx, miny, maxx, maxy = aoi.bounds
     out = []
@@ -181,7 +182,8 @@ def scenes_for(aoi, land=None) -> list[Scene]:
             zone = int((lon + 180) // 6) + 1
             epsg = 32600 + zone
             tr = pyproj.Transformer.from_crs(4326, epsg, always_xy=True)
-            x0, y0, x1, y1 = shp_transform(tr.transform, fp).bounds
+            xs, ys = tr.transform(*np.asarray(fp.exterior.coords).T)
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
             x0 = math.floor((x0 - 15) / 30) * 30 + 15
             x1 = math.ceil((x1 - 15) / 30) * 30 + 15
             y0 = math.floor((y0 - 15) / 30) * 30 + 15
@@ -394,6 +396,8 @@ class CaseResult:
     planned: int | None = None
     planned_estimate: bool = False
     search_s: float | None = None
+    search_dur: float | None = None
+    plan_chips_dur: float | None = None
     plan_s: float | None = None
     plan_rss: int | None = None
     peak_rss: int = 0
@@ -459,9 +463,11 @@ def run_case(name: str, aoi: Path, url: str, datetime: str, out: Path, args) -> 
                 if what == "missing":
                     res.missing.append(parts[3])
                 elif what == "end" and label == "search":
-                    res.search_s = now
+                    res.search_s, res.search_dur = now, float(parts[4])
                     if len(parts) > 5 and parts[5].isdigit():
                         res.items = int(parts[5])
+                elif what == "end" and label == "plan_chips":
+                    res.plan_chips_dur = float(parts[4])
                 elif what == "end" and label == "search_and_plan":
                     res.plan_s, res.plan_rss = now, state["peak"]
                 elif what == "start" and label == "skeleton":
@@ -588,8 +594,9 @@ def table(results: list[CaseResult]) -> str:
         ("items", lambda r: "n/a" if r.items is None else f"{r.items:,}"),
         ("planned chips", lambda r: "n/a" if r.planned is None else
          f"{'~' if r.planned_estimate else ''}{r.planned / 1e6:.2f} M"),
-        ("search (from start)", lambda r: _s(r.search_s)),
-        ("chips planned (from start)", lambda r: _s(r.plan_s)),
+        ("search itself", lambda r: _s(r.search_dur)),
+        ("plan_chips itself", lambda r: _s(r.plan_chips_dur)),
+        ("search + plan done (from start)", lambda r: _s(r.plan_s)),
         ("peak RSS to then", lambda r: _gb(r.plan_rss)),
         ("skeleton", lambda r: _s(r.skeleton_s)),
         ("first embedded chip", lambda r: _s(r.first_chip_s)),
@@ -598,7 +605,8 @@ def table(results: list[CaseResult]) -> str:
         ("peak RSS (process tree)", lambda r: _gb(r.peak_rss)),
         ("worker: open cube (prepared_for)", lambda r: _w(r, "open_s")),
         ("worker: first batch of a tile", lambda r: _w(r, "first_batch_s")),
-        ("worker: RSS after open / peak", lambda r: _w(r, "rss")),
+        ("worker: import geomoe+torch", lambda r: _w(r, "import_s")),
+        ("worker: RSS after import / open / peak", lambda r: _w(r, "rss")),
         ("case wall time", lambda r: _s(r.wall_s)),
     ]
     head = "| | " + " | ".join(r.name for r in results) + " |"
@@ -615,7 +623,7 @@ def _w(r: CaseResult, key: str) -> str:
     if "error" in w:
         return "n/a"
     if key == "rss":
-        return f"{_gb(w['rss_open'])} / {_gb(w['peak_rss'])}"
+        return f"{_gb(w['rss_import'])} / {_gb(w['rss_open'])} / {_gb(w['peak_rss'])}"
     return _s(w[key])
 
 
@@ -664,8 +672,14 @@ def main(argv: list[str] | None = None) -> int:
     say(f"machine: {machine()}")
     say(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     try:
-        rev = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True,
-                             text=True).stdout.strip()[:100]
+        git = ["git", "-C", str(ROOT)]
+        rev = subprocess.run([*git, "log", "-1", "--format=%h %ad %s", "--date=short", "--", "geomoe"],
+                             capture_output=True, text=True).stdout.strip()[:110]
+        branch = subprocess.run([*git, "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "geomoe"], capture_output=True,
+                               text=True).stdout.strip()
+        rev = f"branch {branch}, geomoe/ last changed in {rev}" + (" (+ uncommitted changes)" if dirty else "")
     except OSError:
         rev = "?"
     say(f"code: {rev}")
@@ -682,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     land = unary_union(gpd.read_file(LAND).geometry.values)
     ndjson, n_items, n_scenes = build_catalog(args.workdir, need, land)
     say(f"catalog: {n_scenes} WRS-2-like scenes x {MAX_PASSES} passes = {n_items:,} items, "
-        f"{len(list((args.workdir / 'vrt').glob('*.vrt'))):,} VRTs, built in {time.time() - t0:.1f} s "
+        f"{n_scenes * len(SR_KEYS):,} VRTs, built in {time.time() - t0:.1f} s "
         f"({ndjson.stat().st_size / 1e6:.0f} MB ndjson)")
     results = []
     with serve(ndjson, args.rustac) as url:
