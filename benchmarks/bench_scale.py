@@ -408,6 +408,7 @@ class CaseResult:
     wall_s: float = 0.0
     stopped: str = ""
     missing: list[str] = field(default_factory=list)
+    marks: list[str] = field(default_factory=list)  # "label dur s (ended at t s)", in order
     tail: list[str] = field(default_factory=list)
     worker: dict | None = None
 
@@ -462,12 +463,14 @@ def run_case(name: str, aoi: Path, url: str, datetime: str, out: Path, args) -> 
                 label, what = parts[1], parts[2]
                 if what == "missing":
                     res.missing.append(parts[3])
+                elif what == "end":
+                    res.marks.append(f"{label} {float(parts[4]):.1f} s (ended at {now:.1f} s)")
                 elif what == "end" and label == "search":
                     res.search_s, res.search_dur = now, float(parts[4])
                     if len(parts) > 5 and parts[5].isdigit():
                         res.items = int(parts[5])
                 elif what == "end" and label == "plan_chips":
-                    res.plan_chips_dur = float(parts[4])
+                    res.plan_chips_dur = (res.plan_chips_dur or 0.0) + float(parts[4])
                 elif what == "end" and label == "search_and_plan":
                     res.plan_s, res.plan_rss = now, state["peak"]
                 elif what == "start" and label == "skeleton":
@@ -716,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"stopped: {r.stopped}; wall {r.wall_s:.1f} s")
             if r.missing:
                 say(f"markers missing (n/a below): {', '.join(r.missing)}")
+            if r.marks:
+                say("stages (duration, end since start): " + "; ".join(r.marks))
             if r.first_chip_s is None and r.tail:
                 say("last CLI lines: " + " | ".join(r.tail))
             if not args.no_worker:
