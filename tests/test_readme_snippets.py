@@ -50,6 +50,12 @@ def readme_cwd(tmp_path_factory) -> Path:
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert (cwd / "cube.zarr" / "zarr.json").is_file()
+    # the reader's labels.gpkg: real BigEarthNet classes at the bundled patches' centres
+    # (scripts/make_analysis_fixtures.py), as points with a "class" column
+    import geopandas as gpd
+
+    ben = gpd.read_file(REPO / "tests" / "data" / "analysis" / "bigearthnet_labels19.gpkg")
+    ben.rename(columns={"labels_19": "class"}).to_file(cwd / "labels.gpkg", driver="GPKG")
     return cwd
 
 
