@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,6 +85,20 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], A
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+    return path
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move a finished temporary file or folder (a Zarr store, a Parquet file written in row
+    groups) into place in one rename, then make the rename durable.
+
+    A folder already at ``path`` is removed first: the caller has checked it is geomoe's own
+    earlier output. Writers that build their output whole use :func:`atomic_write` instead."""
+    tmp, path = Path(tmp), Path(path)
+    if path.is_dir() and not path.is_symlink() and tmp.is_dir():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
     fsync_dir(path.parent)
     return path
 

@@ -61,3 +61,7 @@ def require_extra(modules: str | Sequence[str], extra: str, feature: str) -> lis
                 f"{feature} needs the optional package {exc.name or name!r}, which is not "
                 f"installed: pip install 'geomoe[{extra}]'") from None
     return out
+
+
+class OutputExistsError(GeomoeError):
+    """An output path holds something geomoe did not write: it is never replaced."""

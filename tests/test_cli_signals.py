@@ -38,9 +38,9 @@ def test_signal_says_what_was_kept_and_rerun_resumes(sig, code, word, tmp_path):
     while done < 12:  # progress lines come at most once a second: 3+ tiles are finished by now
         line = proc.stderr.readline()
         assert line, proc.stderr.read()
-        m = re.match(r"\[embed-region\] (\d+)/(\d+) chips", line)
+        m = re.match(r"\[embed-region\] ([\d,]+)/~?([\d,]+) chips", line)  # ~: an estimate
         if m:
-            done, total = int(m[1]), int(m[2])
+            done, total = int(m[1].replace(",", "")), int(m[2].replace(",", ""))
     assert done < total, "the run finished before the signal: the test needs a slower run"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

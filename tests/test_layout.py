@@ -20,9 +20,10 @@ LAYERS = {
     "chips": 2,
     "model": 3,
     "cube": 4,
-    "embed": 5, "train": 5, "evaluate": 5, "viz": 5,
-    "api": 6, "flows": 6,
-    "cli": 7, "__init__": 7,
+    "viz": 5,  # maps of cubes, drawn by the CLI, the flows and the evaluations
+    "embed": 6, "train": 6, "evaluate": 6,
+    "api": 7, "flows": 7,
+    "cli": 8, "__init__": 8,
 }
 
 

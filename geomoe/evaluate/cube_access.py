@@ -26,7 +26,8 @@ import numpy as np
 import xarray as xr
 
 from geomoe.chips.grid import CHIP_METERS
-from geomoe.errors import GeomoeError
+from geomoe.errors import GeomoeError, OutputExistsError
+from geomoe.atomic import publish
 
 #: Chips read per block when streaming over a group (rows of the grid x columns, or table rows).
 BLOCK_CHIPS = 65_536
@@ -183,10 +184,6 @@ def read_table(ds: xr.Dataset, idx: np.ndarray) -> np.ndarray:
 OUTPUT_KEY = "geomoe:analysis"
 
 
-class OutputExistsError(GeomoeError):
-    """An output path holds something that would be replaced silently."""
-
-
 def output_kind(path: Path) -> str | None:
     """The kind of geomoe analysis output a Zarr store at ``path`` is, None if not one."""
     try:
@@ -235,9 +232,7 @@ def write_output(path: Path, groups: dict[str, xr.Dataset], kind: str, attrs: di
     with warnings.catch_warnings():  # consolidated: xarray and GDAL open it with one read
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(tmp), zarr_format=2)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+    publish(tmp, path)  # replaces geomoe's own earlier output (checked by the caller)
 
 
 def gdal_crs_attrs(epsg: int) -> dict[str, Any]:

@@ -22,15 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geomoe.atomic import fsync_dir, tmp_path
-from geomoe.errors import GeomoeError
+from geomoe.atomic import publish, tmp_path
+from geomoe.errors import OutputExistsError
 from geomoe.evaluate.cubechips import ChipBlock, polygon_wkb
 
 MARK = b"geomoe"
-
-
-class OutputExistsError(GeomoeError):
-    """An output path exists: geomoe never replaces a file it did not write."""
 
 
 def wgs84_projjson() -> dict[str, Any]:
@@ -190,9 +186,7 @@ class ChipParquetWriter:
         self._writer.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
-        fsync_dir(self.path.parent)
-        return self.path
+        return publish(self.tmp, self.path)
 
     def abort(self) -> None:
         try:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from geomoe.atomic import atomic_write, fsync_dir
+from geomoe.atomic import atomic_write, publish
 from geomoe.cube.reader import CubeView, open_cube
 from geomoe.errors import GeomoeError
 from geomoe.evaluate.cubechips import (ChipBlock, ItemLookup, PointError, undasked, chip_corners,
@@ -325,10 +325,7 @@ def _write_map(path: Path, cube: CubeView, index: SimIndex, scores: np.ndarray, 
         with warnings.catch_warnings():  # "not part of the Zarr format 3 specification" (yet)
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             zarr.consolidate_metadata(str(tmp))  # plain xr.open_zarr(group=...) opens quietly
-        if path.exists():
-            shutil.rmtree(path)  # a geomoe map beside a geomoe result (checked first)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        publish(tmp, path)  # replaces a geomoe map beside a geomoe result (checked first)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -355,10 +352,7 @@ def _coarsen_max(img: np.ndarray, most: int = 1000) -> tuple[np.ndarray, int]:
 
 def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[dict],
           top: ChipBlock, k: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     groups = list(cube.groups)
     rng = np.random.default_rng(0)
@@ -369,7 +363,8 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
     hi = max([float(np.max(m[np.isfinite(m)])) for m in maps.values() if np.isfinite(m).any()] or [1.0])
     if not hi > lo:
         lo, hi = lo - 0.01, hi + 0.01  # a constant map still gets a colour scale
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 5), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(groups), 5))
+    axes = fig.subplots(1, len(groups), squeeze=False)
     gper = np.asarray(top.group)
     for ax, g in zip(axes[0], groups):
         ds, m = cube[g], maps[g]
@@ -403,7 +398,6 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
     fig.suptitle(f"similarity to the query: {cube.path.name}")
     fig.tight_layout()
     atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
 
 
 def similar(cube: str | os.PathLike, at: Sequence[Any] | None = None, *,

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from geomoe.atomic import fsync_dir
+from geomoe.atomic import fsync_dir, publish
 from geomoe.cube.reader import CubeView
 from geomoe.errors import GeomoeError
 from geomoe.evaluate.cubechips import iter_chip_blocks
@@ -137,9 +137,7 @@ def build_index(cube: CubeView, path: Path) -> SimIndex:
                 "complete": _complete(cube)}
         (tmp / "index.json").write_text(json.dumps(meta, indent=1))
         try:
-            if path.exists():
-                shutil.rmtree(path)  # a geomoe index (checked above); open readers keep their files
-            os.replace(tmp, path)
+            publish(tmp, path)  # replaces a geomoe index (checked above); open readers keep their files
         except OSError:
             # another query built the same index at the same time and moved it in first
             other = _read_meta(path) if path.is_dir() else None
