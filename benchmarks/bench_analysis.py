@@ -29,31 +29,15 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe  # benchmarks/machine.py: CPU model, cores, flags
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                have = set(line.split(":", 1)[1].split())
-                flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "f16c") if f in have]
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu} ({', '.join(flags)}), {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()}"
 
 
 def make_cube(path: Path, n_chips: int, dim: int, dtype: str, tile: int, nan_fraction: float,
@@ -279,7 +263,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cube = work / "synthetic.zarr"
     lines = [f"bench_analysis: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-             f"machine: {machine()}",
+             f"machine: {describe()}",
              f"load average at start: {os.getloadavg()[0]:.2f} (shared machine: other jobs ran beside)"]
     if args.reuse and cube.exists():
         info = json.loads((work / "cube.json").read_text())

@@ -23,7 +23,6 @@ import copy
 import datetime as dt
 import gc
 import json
-import platform
 import time
 import tracemalloc
 from pathlib import Path
@@ -32,27 +31,12 @@ import numpy as np
 import shapely
 import shapely.geometry as sg
 from pyproj import Transformer
+from machine import describe  # benchmarks/machine.py: CPU model, cores, flags
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = (REPO / "geomoe" / "data" / "catalogs" / "landsat-scenes" / "LC08_L2SP_204023_20200927_20201006_02_T1"
             / "LC08_L2SP_204023_20200927_20201006_02_T1.json")
 EPSG = 32633
-
-
-def machine() -> str:
-    cpu, flags = "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "?":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags |= set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    has = [f for f in ("avx2", "avx512_bf16", "amx_bf16") if f in flags]
-    import os
-
-    return f"{cpu} ({', '.join(has) or 'no avx2'}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def synthetic_items(n: int) -> list:
@@ -195,7 +179,7 @@ def main() -> None:
     rows = []
     head = (f"{'items':>6} {'planner':<18} {'chips':>12} {'tiles':>6} {'time s':>8} {'RSS+ MiB':>9} "
             f"{'traced MiB':>10}")
-    lines = [f"machine: {machine()}", f"date: {dt.date.today()}, tile size {args.tile_size} chips", "", head]
+    lines = [f"machine: {describe()}", f"date: {dt.date.today()}, tile size {args.tile_size} chips", "", head]
     print("\n".join(lines), flush=True)
     for n in map(int, args.sizes.split(",")):
         for planner in ("new", "today") if n <= args.max_full else ("new",):

@@ -21,29 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import describe  # benchmarks/machine.py: CPU model, cores, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.conftest_prefect
-
-
-def machine() -> str:
-    """CPU model, cores and the SIMD flags that matter here."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model}, {len(os.sched_getaffinity(0))} CPUs, flags: {' '.join(simd) or 'none of avx2/avx512'}"
 
 
 def main() -> None:
@@ -61,7 +46,7 @@ def main() -> None:
             if k.startswith("PREFECT_") or k == "DO_NOT_TRACK":
                 os.environ[k] = v
         os.environ["DASK_LOGGING__DISTRIBUTED"] = "error"
-        print(f"# machine: {machine()}; prefect {_version('prefect')}, server {server.url} "
+        print(f"# machine: {describe()}; prefect {_version('prefect')}, server {server.url} "
               f"(SQLite, 127.0.0.1); loadavg at start {os.getloadavg()}", flush=True)
         results = run_all(args)
     print(json.dumps(results))

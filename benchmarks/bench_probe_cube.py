@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe  # benchmarks/machine.py: CPU model, cores, flags
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,21 +36,6 @@ sys.path.insert(0, str(REPO))
 EPSG = 32630
 N_CLASSES = 10
 SIGMA = 6.0  # per-dimension spread of the block offsets and of the chip noise (centroids: 1)
-
-
-def cpu_info() -> str:
-    model, flags = platform.processor() or "?", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("?", "x86_64", ""):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                wanted = ("avx", "avx2", "avx512f", "fma", "sse4_2", "amx_tile")
-                have = set(line.split(":", 1)[1].split())
-                flags = " ".join(f for f in wanted if f in have)
-    except OSError:
-        pass
-    return f"{model}; {os.cpu_count()} logical CPUs (affinity {len(os.sched_getaffinity(0))}); flags: {flags}"
 
 
 def class_field(side: int, rng: np.random.Generator) -> np.ndarray:
@@ -134,7 +119,7 @@ def main() -> int:
     work = a.keep or Path(tempfile.mkdtemp(prefix="bench-probe-"))
     work.mkdir(parents=True, exist_ok=True)
     cube, labels = work / "synthetic.zarr", work / "labels.gpkg"
-    print(f"machine: {cpu_info()}; load average {os.getloadavg()}")
+    print(f"machine: {describe()}; load average {os.getloadavg()}")
     t0 = time.perf_counter()
     if not cube.exists():
         field = make_cube(cube, a.side, a.dim)

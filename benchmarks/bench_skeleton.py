@@ -32,21 +32,7 @@ import tempfile
 import time
 import types
 from pathlib import Path
-
-
-def machine() -> str:
-    """CPU model, core count and the SIMD flags that matter here."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model}, {os.cpu_count()} cores ({' '.join(simd) or 'no avx2'})"
+from machine import describe  # benchmarks/machine.py: CPU model, cores, flags
 
 
 def europe_specs(zones: int, rows: int, cols: int, days: int, tile: int):
@@ -152,7 +138,7 @@ def main() -> None:
     import xarray
     import zarr
 
-    print(f"machine: {machine()}; python {platform.python_version()}, zarr {zarr.__version__}, "
+    print(f"machine: {describe()}; python {platform.python_version()}, zarr {zarr.__version__}, "
           f"xarray {xarray.__version__}")
     print(f"layout: {r['zones']} zones x {r['rows']} x {r['cols']} chips, {r['days']} solar days, tile "
           f"{r['tile']}, dim {r['dim']}: {r['tile_day_chunks']:,} (tile, day) chunks per variable")

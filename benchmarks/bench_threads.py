@@ -20,12 +20,12 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import describe  # benchmarks/machine.py: CPU model, cores, flags
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["torch-default", "geomoe", "1-thread"]
@@ -37,20 +37,6 @@ def _load(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def cpu_info() -> str:
-    from geomoe.device import _cpu_flags, cores_available
-
-    model = platform.processor() or "?"
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    flags = sorted({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"} & _cpu_flags())
-    return (f"CPU: {model}; os.cpu_count()={os.cpu_count()}, cores_available()={cores_available()}; "
-            f"flags: {' '.join(flags) or 'none of avx2/avx512f/avx512_bf16/amx'}")
 
 
 def _child(setting: str, coll: str, aoi: str, ckpt: str, out: str, batch_size: int) -> None:
@@ -90,7 +76,7 @@ def main() -> None:
         s, coll, aoi, ckpt, out, bs = args.child
         _child(s, coll, aoi, ckpt, out, int(bs))
         return
-    print(cpu_info(), flush=True)
+    print(describe(), flush=True)
     be, bc = _load("bench_embed"), _load("bench_chips")
     root = Path(tempfile.mkdtemp(prefix="geomoe-bench-threads-"))
     items = bc.make_mosaic(root / "cogs", args.scene_px)

@@ -210,6 +210,17 @@ def _as_aoi(aoi) -> sg.base.BaseGeometry | None:
     return load_aoi(aoi)
 
 
+def checked_inputs(items: Iterable, aoi: Any, grid: str | None) -> tuple[list[pystac.Item], Any]:
+    """Items as pystac Items and the AOI as a shapely geometry, refusing no items or an
+    unknown grid mode: what every planner checks first."""
+    items = _as_items(items)
+    if not items:
+        raise NoScenesError("no items to chip: the search found no scenes for this AOI and time range")
+    if grid is not None and grid not in GRID_MODES:
+        raise GridError(f"unknown chip grid {grid!r}: use one of {GRID_MODES}")
+    return items, _as_aoi(aoi)
+
+
 def _local_collection(item: pystac.Item) -> pystac.Collection | None:
     """The item's collection if already loaded or on local disk; never fetched over the network
     (planning must stay cheap and offline: an API item's collection link is a URL)."""
@@ -293,12 +304,7 @@ def plan_chips(items: Sequence, aoi=None, grid: str | None = None, *, pool: Rast
         Before any pixel is read.
     """
     t0 = _time.perf_counter()
-    items = _as_items(items)
-    if not items:
-        raise NoScenesError("no items to chip: the search found no scenes for this AOI and time range")
-    if grid is not None and grid not in GRID_MODES:
-        raise GridError(f"unknown chip grid {grid!r}: use one of {GRID_MODES}")
-    aoi = _as_aoi(aoi)
+    items, aoi = checked_inputs(items, aoi, grid)
     if window is not None and epsg is None:
         raise ValueError("plan_chips(window=...) needs the epsg of the window's grid")
     clip = None

@@ -31,10 +31,8 @@ import numpy as np
 import pystac
 import shapely
 
-from geomoe.chips.grid import (CHIP_METERS, GRID_MODES, GridError, footprint_in_crs, item_datetime, item_epsg,
-                               solar_day)
+from geomoe.chips.grid import CHIP_METERS, footprint_in_crs, item_datetime, item_epsg, solar_day
 from geomoe.cube.layout import GridSpec, Spec, TableSpec, group_name, specs_from_plan
-from geomoe.errors import NoScenesError
 
 __all__ = ["plan_specs", "polygonal", "item_digest"]
 
@@ -86,14 +84,9 @@ def plan_specs(items: Sequence, aoi: Any = None, grid: str | None = None, tile_s
         Before any pixel is read.
     """
     from geomoe.chips.assets import resolve_assets
-    from geomoe.chips.plan import _as_aoi, _as_items, _grid_mode, plan_chips
+    from geomoe.chips.plan import _grid_mode, checked_inputs, plan_chips
 
-    items = _as_items(items)
-    if not items:
-        raise NoScenesError("no items to chip: the search found no scenes for this AOI and time range")
-    if grid is not None and grid not in GRID_MODES:
-        raise GridError(f"unknown chip grid {grid!r}: use one of {GRID_MODES}")
-    aoi = _as_aoi(aoi)
+    items, aoi = checked_inputs(items, aoi, grid)
     fixed: dict[int, list[pystac.Item]] = collections.defaultdict(list)
     on_item_grid: list[pystac.Item] = []
     time_day = {}

@@ -355,18 +355,22 @@ def label_chips(cube: Any, labels: str | Path, column: str, *, time: str | None 
                          **loc, n_features=n, used=used, dropped=dropped)
 
 
+
+def _positions_by_group(keys: list[tuple[str, int, int]]) -> dict[str, np.ndarray]:
+    """Positions in ``keys`` (group, row, col) of each group's chips, in order."""
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        by_group[key[0]].append(i)
+    return {g: np.asarray(ii) for g, ii in by_group.items()}
+
 def _read_chips(cube: Any, keys: list[tuple[str, int, int]], window: Any) -> np.ndarray:
     """Embeddings (K, D) of chip keys, in order (table chips outside the window are NaN)."""
     if not keys:
         return np.zeros((0, 0), np.float32)
     dim = cube[keys[0][0]].sizes["dim"]
     out = np.full((len(keys), dim), np.nan, np.float32)
-    by_group: dict[str, list[int]] = defaultdict(list)
-    for i, key in enumerate(keys):
-        by_group[key[0]].append(i)
-    for gname, ii in by_group.items():
+    for gname, ii in _positions_by_group(keys).items():
         ds = cube[gname]
-        ii = np.asarray(ii)
         rows = np.asarray([keys[i][1] for i in ii])
         if ds.embedding.dims[0] == "time":
             cols = np.asarray([keys[i][2] for i in ii])
@@ -383,12 +387,8 @@ def _locate(cube: Any, keys: list[tuple[str, int, int]]) -> dict[str, np.ndarray
     m = len(keys)
     out = {k: np.full(m, np.nan) for k in ("cx", "cy", "lon", "lat")}
     out["epsg"] = np.zeros(m, np.int64)
-    by_group: dict[str, list[int]] = defaultdict(list)
-    for i, key in enumerate(keys):
-        by_group[key[0]].append(i)
-    for gname, ii in by_group.items():
+    for gname, ii in _positions_by_group(keys).items():
         ds = cube[gname]
-        ii = np.asarray(ii)
         r = np.asarray([keys[i][1] for i in ii])
         c = np.asarray([keys[i][2] for i in ii])
         if ds.embedding.dims[0] == "time":
