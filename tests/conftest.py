@@ -26,6 +26,14 @@ def pytest_configure(config: pytest.Config) -> None:
         os.sched_setaffinity(0, cores[i::count] if count < len(cores) else [cores[i % len(cores)]])
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``pytest -n auto``: one worker per core this process may use (affinity mask, cgroup
+    quota), the same count geomoe's own thread rule uses; xdist's default counts the machine."""
+    from geomoe.device import cores_available
+
+    return cores_available()
+
+
 def seeded_checkpoint(path: Path, size: str = "XXS", seed: int = 0) -> Path:
     """A real geomoe checkpoint of randomly initialised weights (seeded): honest test input."""
     import torch
