@@ -381,6 +381,7 @@ def _plot(png: Path, cube: CubeView, maps: dict[str, np.ndarray], where: list[di
                     ax.scatter(x[w["x"]], y[w["y"]], s=90, marker="+" if w["role"] == "positive" else "x",
                                c="red" if w["role"] == "negative" else "white", linewidths=2,
                                label=w["role"])
+            ax.locator_params(axis="x", nbins=4)  # UTM metres: long tick labels
             ax.set_xlabel(f"x (m, EPSG:{group_epsg(ds)})")
             ax.set_ylabel("y (m)")
             ax.set_title(f"{g}: max over {ds.sizes['time']} time slice(s)"
