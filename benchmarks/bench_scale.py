@@ -58,17 +58,39 @@ geomoe, ``geomoe.embed.pipeline.prepared_for(request, run)`` on the case's cube 
 (``geomoe.embed.pipeline.iter_tile_batches``); time and RSS of each step. It needs a cube
 whose skeleton exists: a case stopped before that has no worker figures.
 
+Append cases (``--cases poland-1+1,europe-1+1``: ``<aoi>-<n>+<m>``)
+---------------------------------------------------------------
+Appending to a cube, measured without embedding a whole continent: run 1 is the case of n
+passes, stopped at the limits above (SIGTERM: the CLI keeps every finished tile). Then the
+store is read (:func:`store_state`, zarr only): sha256 of every chunk file of the data groups
+(not ``_geomoe/``, not ``zarr.json``), each grid group's time-axis length and ``solar_days``,
+and its (tile, solar day) completion records. Run 2 is the same command with the ``--datetime``
+window of n + m passes on the same ``--out``, stopped at the same limits, ``--max-chips``
+counted from its first progress line (its ``done`` starts at what run 1 finished). It reports
+run 2's planning time, skeleton extension (``Cube.create_or_open`` on the existing store), first
+embedded chip, chips/s and peak RSS; the plan's (tile, solar day) pairs pending when run 2
+started and those it finished, all and those with a scene of that day on the tile (a probe
+process counts them with the plan run 2 stored, ``prepared_for``); and the checks: every chunk
+file hashed after run 1 byte-identical, run 1's records kept, the time axis grown by the days
+``geomoe:appends`` lists, the old ``solar_days`` a prefix of the new, and chunk files at the new
+time indices. Run 1 and run 2 also get columns in the main table (run 2's "chips done"
+includes run 1's), and the worker probe runs on the cube after run 2.
+
 Interfaces used (so a rewrite of planning or the store fails here with a clear message):
 the ``geomoe embed-region`` CLI and its progress lines; optional markers on
 ``geomoe.stac.search.search``, ``geomoe.chips.plan.plan_chips``,
 ``geomoe.embed.pipeline.search_and_plan``, ``geomoe.cube.store.Cube.create_or_open``; the worker
 probe's ``geomoe.embed.request.EmbedRequest``, ``geomoe.embed.pipeline.prepared_for`` and
-``iter_tile_batches``, ``Prepared.cube.pending_tiles()``.
+``iter_tile_batches``, ``Prepared.cube.pending_tiles()``; for append cases the store's layout
+(``geomoe:groups``, ``<group>/time``, the ``solar_days`` attribute, ``_geomoe/<group>/tile_done``,
+``geomoe:appends``) and the cube's ``specs``, ``done_map``, ``plan_times`` and ``days``.
 
 Run (from the checkout)::
 
     PYTHONPATH=$PWD python benchmarks/bench_scale.py --cases poland-1,poland-8,europe-1 \\
         --out benchmarks/results/scale.txt
+    PYTHONPATH=$PWD python benchmarks/bench_scale.py --cases poland-1+1,europe-1+1 \\
+        --out benchmarks/results/scale-append.txt
 
 Needs ``rustac`` (the Python package's CLI; ``--rustac`` to name it) and the bundled data.
 """
@@ -405,6 +427,7 @@ class CaseResult:
     first_chip_s: float | None = None
     chips_per_s: float | None = None
     chips_done: int = 0
+    first_done: int | None = None  # done on the first progress line (includes earlier runs' chips)
     wall_s: float = 0.0
     stopped: str = ""
     missing: list[str] = field(default_factory=list)
@@ -413,8 +436,12 @@ class CaseResult:
     worker: dict | None = None
 
 
-def run_case(name: str, aoi: Path, url: str, datetime: str, out: Path, args) -> CaseResult:
-    """One ``geomoe embed-region`` subprocess, watched and stopped at the limits."""
+def run_case(name: str, aoi: Path, url: str, datetime: str, out: Path, args,
+             relative: bool = False) -> CaseResult:
+    """One ``geomoe embed-region`` subprocess, watched and stopped at the limits.
+
+    ``relative``: count ``--max-chips`` from the first progress line (a run on an existing cube,
+    whose ``done`` starts at the chips earlier runs finished)."""
     res = CaseResult(name)
     cmd = [sys.executable, "-c", CLI_WRAPPER, json.dumps(MARKED), "embed-region", "--aoi", str(aoi),
            "--catalog", url, "--datetime", datetime, "--out", str(out), "--device", "cpu",
@@ -486,9 +513,9 @@ def run_case(name: str, aoi: Path, url: str, datetime: str, out: Path, args) -> 
                 res.chips_done = d
                 if d > 0 and first is None:
                     first = (now, d)
-                    res.first_chip_s = now
+                    res.first_chip_s, res.first_done = now, d
                 last = (now, d)
-                if d >= args.max_chips:
+                if d - (first[1] if relative and first is not None else 0) >= args.max_chips:
                     stop(f"--max-chips {args.max_chips}")
                 elif first is not None and now - first[0] >= args.run_s:
                     stop(f"--run-s {args.run_s:.0f} s after the first chip")
@@ -567,6 +594,201 @@ def worker_probe(aoi: Path, url: str, datetime: str, out: Path, timeout: float) 
     return r
 
 
+# ---------------------------------------------------------------------------- append cases
+def store_state(out: Path) -> dict:
+    """What an append must keep or grow, read from the store itself (zarr, no geomoe): sha256 of
+    every chunk file of the data groups (not ``_geomoe/`` bookkeeping, not ``zarr.json``), and
+    per grid group its time-axis length, ``solar_days`` attribute and completion records
+    (``_geomoe/<group>/tile_done``: how many (tile, day) pairs each run recorded)."""
+    import zarr
+
+    chunks = {}
+    for p in sorted(out.rglob("*")):
+        rel = str(p.relative_to(out))
+        if p.is_file() and "/c/" in f"/{rel}" and not rel.startswith("_geomoe"):
+            chunks[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    groups = {}
+    root = zarr.open_group(str(out), mode="r", use_consolidated=False)
+    for g in root.attrs.get("geomoe:groups", []):
+        grp = zarr.open_group(str(out), path=g, mode="r", use_consolidated=False)
+        if "solar_days" not in grp.attrs:  # the chip table: no time axis
+            continue
+        done = zarr.open_array(str(out), path=f"_geomoe/{g}/tile_done", mode="r")[...]
+        runs, n = np.unique(done[done > 0], return_counts=True)
+        groups[g] = {"T": int(zarr.open_array(str(out), path=f"{g}/time", mode="r").shape[0]),
+                     "days": json.loads(grp.attrs["solar_days"]),
+                     "records": {int(r): int(k) for r, k in zip(runs, n)}}
+    return {"chunks": chunks, "groups": groups, "runs": int(root.attrs.get("geomoe:runs", 0)),
+            "appends": root.attrs.get("geomoe:appends", [])}
+
+
+#: Counts the plan's (tile, solar day) pairs of a cube by completion record, in a fresh process,
+#: with the plan the last run stored (geomoe.embed.pipeline.prepared_for, no catalog search).
+PAIRS_PROBE = textwrap.dedent("""
+    import dataclasses, json, sys
+    from collections import Counter
+    from geomoe.embed.request import EmbedRequest
+    from geomoe.embed.pipeline import prepared_for
+    a = json.loads(sys.argv[1])
+    cube = prepared_for(dataclasses.asdict(EmbedRequest(**a["request"])), a["run"]).cube
+    out = {}
+    for g, spec in cube.specs.items():
+        if not hasattr(spec, "item_day"):
+            continue
+        done, times, days = cube.done_map(g), cube.plan_times(g), cube.days[g]
+        c = Counter()
+        for tile in spec.tiles():
+            ty, tx = tile.key
+            have = {str(spec.item_day[i]) for i in spec.tile_item_ids(tile)}
+            for t in times:
+                c[f"{int(done[t, ty, tx])}:{int(days[t] in have)}"] += 1
+        out[g] = {"tiles": len(spec.tiles()), "plan_days": len(times), "pairs": dict(c)}
+    print(json.dumps(out))
+""")
+
+
+def pairs_probe(aoi: Path, url: str, datetime: str, out: Path, run: int, timeout: float) -> dict:
+    """{group: {tiles, plan_days, pairs: {"<run or 0>:<has scenes 0/1>": n}}} (see PAIRS_PROBE)."""
+    a = {"request": {"aoi": str(aoi), "catalog": url, "datetime": datetime, "out": str(out.resolve()),
+                     "device": "cpu", "precision": "fp32"}, "run": run}
+    try:
+        p = subprocess.run([sys.executable, "-c", PAIRS_PROBE, json.dumps(a)], capture_output=True,
+                           text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"pairs probe still running after {timeout:.0f} s (killed)"}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode or not lines:
+        return {"error": f"pairs probe failed (rc {p.returncode}): {p.stderr.strip()[-400:]}"}
+    return json.loads(lines[-1])
+
+
+@dataclass
+class AppendResult:
+    name: str
+    first: CaseResult  # the run on the first window
+    second: CaseResult | None = None  # the rerun on the wider window, same --out
+    before: dict | None = None  # store_state after the first run
+    after: dict | None = None  # store_state after the second
+    pairs: dict | None = None  # pairs_probe after the second
+    error: str = ""
+
+    def check(self) -> dict:
+        """Figures and verdicts of the append (None where a run stopped before there)."""
+        b, a = self.before or {}, self.after or {}
+        bc, ac = b.get("chunks", {}), a.get("chunks", {})
+        same = sum(1 for k, h in bc.items() if ac.get(k) == h)
+        missing = sum(1 for k in bc if k not in ac)
+        bg, ag = b.get("groups", {}), a.get("groups", {})
+        run2 = a.get("runs")
+        r = {
+            "records_before": sum(sum(g["records"].values()) for g in bg.values()),
+            "chunks_before": len(bc), "chunks_same": same, "chunks_changed": len(bc) - same - missing,
+            "chunks_missing": missing, "chunks_new": len(set(ac) - set(bc)),
+            "T_before": sum(g["T"] for g in bg.values()), "T_after": sum(g["T"] for g in ag.values()),
+            "groups": f"{len(bg)} -> {len(ag)}",
+            "days_prefix": all(ag.get(g, {}).get("days", [])[:len(v["days"])] == v["days"] for g, v in bg.items()),
+            "old_records_kept": all(ag.get(g, {}).get("records", {}).get(k, 0) == n
+                                    for g, v in bg.items() for k, n in v["records"].items()),
+            "days_added": sum(len(d) for e in a.get("appends", [])[len(b.get("appends", [])):]
+                              for d in (e.get("days_added") or {}).values()),
+        }
+        # new chunk files along time: embedding chunks at a time index past the old axis
+        r["new_slice_chunks"] = sum(
+            1 for k in set(ac) - set(bc) if k.split("/")[1:3] == ["embedding", "c"]
+            and int(k.split("/")[3]) >= bg.get(k.split("/")[0], {}).get("T", 0))
+        if self.pairs and "error" not in self.pairs and run2:
+            c = {"pending_start": 0, "pending_start_scenes": 0, "done_run2": 0, "done_run2_scenes": 0,
+                 "pending_end": 0, "pending_end_scenes": 0, "pairs": 0}
+            for g in self.pairs.values():
+                for key, n in g["pairs"].items():
+                    rec, scenes = (int(v) for v in key.split(":"))
+                    c["pairs"] += n
+                    if rec == 0 or rec >= run2:  # not done before this run
+                        c["pending_start"] += n
+                        c["pending_start_scenes"] += n * scenes
+                    if rec == run2:
+                        c["done_run2"] += n
+                        c["done_run2_scenes"] += n * scenes
+                    if rec == 0:
+                        c["pending_end"] += n
+                        c["pending_end_scenes"] += n * scenes
+            c["tiles"] = sum(g["tiles"] for g in self.pairs.values())
+            r.update(c)
+        return r
+
+
+def run_append_case(name: str, aoi: Path, url: str, when1: str, when2: str, out: Path, args,
+                    say) -> AppendResult:
+    """Embed the first window (stopped at the limits: SIGTERM keeps the finished tiles), hash the
+    store, rerun on the wider window with the same --out (stopped likewise), hash and compare."""
+    r = AppendResult(name, run_case(name + " run 1", aoi, url, when1, out, args))
+    say(f"run 1 (--datetime {when1}): stopped: {r.first.stopped}; wall {r.first.wall_s:.1f} s; "
+        f"chips done {r.first.chips_done:,}")
+    if not (out / "zarr.json").exists():
+        r.error = "run 1 left no cube (stopped before the skeleton)"
+        return r
+    r.before = store_state(out)
+    n_rec = sum(sum(g["records"].values()) for g in r.before["groups"].values())
+    say(f"after run 1: {len(r.before['chunks']):,} chunk files hashed, {n_rec:,} finished (tile, solar day) "
+        f"records, groups " + ", ".join(f"{g} (T={v['T']})" for g, v in r.before["groups"].items()))
+    if n_rec == 0:
+        say("warning: run 1 finished no tile; the byte-identity check below covers no old chunk")
+    r.second = run_case(name + " run 2", aoi, url, when2, out, args, relative=True)
+    s2 = r.second
+    say(f"run 2 (--datetime {when2}, same --out): stopped: {s2.stopped}; wall {s2.wall_s:.1f} s")
+    if s2.marks:
+        say("run 2 stages (duration, end since start): " + "; ".join(s2.marks))
+    if s2.first_chip_s is None and s2.tail:
+        say("run 2 last CLI lines: " + " | ".join(s2.tail))
+    r.after = store_state(out)
+    if r.after["runs"] >= 2:
+        r.pairs = pairs_probe(aoi, url, when2, out, r.after["runs"], args.worker_timeout)
+        if "error" in r.pairs:
+            say(f"pairs probe: {r.pairs['error']}")
+    say(f"append check: {json.dumps(r.check())}")
+    return r
+
+
+def append_table(results: list[AppendResult]) -> str:
+    def c(r: AppendResult, key: str, fmt: str = "{:,}") -> str:
+        v = r.check().get(key)
+        return "n/a" if v is None else fmt.format(v)
+
+    def s2(fn):
+        return lambda r: "n/a" if r.second is None else fn(r.second)
+
+    rows = [
+        ("run 1: chips done (progress) / wall", lambda r: f"{r.first.chips_done:,} / {_s(r.first.wall_s)}"),
+        ("run 1: finished (tile, day) records", lambda r: c(r, "records_before")),
+        ("run 1: chunk files hashed", lambda r: c(r, "chunks_before")),
+        ("run 2: search + plan done (from start)", s2(lambda x: _s(x.plan_s))),
+        ("run 2: skeleton extension (create_or_open)", s2(lambda x: _s(x.skeleton_s))),
+        ("run 2: first embedded chip", s2(lambda x: _s(x.first_chip_s))),
+        ("run 2: chips/s once running", s2(lambda x: "n/a" if x.chips_per_s is None else f"{x.chips_per_s:,.1f}")),
+        ("run 2: chips after the first line", s2(lambda x: "n/a" if x.first_done is None
+                                                  else f"{x.chips_done - x.first_done:,}")),
+        ("run 2: peak RSS (process tree)", s2(lambda x: _gb(x.peak_rss))),
+        ("run 2: stopped by", s2(lambda x: x.stopped)),
+        ("plan: tiles / (tile, day) pairs", lambda r: f"{c(r, 'tiles')} / {c(r, 'pairs')}"),
+        ("pairs pending at run 2 start (with scenes)",
+         lambda r: f"{c(r, 'pending_start')} ({c(r, 'pending_start_scenes')})"),
+        ("pairs done by run 2 (with scenes)", lambda r: f"{c(r, 'done_run2')} ({c(r, 'done_run2_scenes')})"),
+        ("time slices, all groups: before -> after", lambda r: f"{c(r, 'T_before')} -> {c(r, 'T_after')}"),
+        ("solar days added (geomoe:appends) / old solar_days a prefix",
+         lambda r: f"{c(r, 'days_added')} / {c(r, 'days_prefix', '{}')}"),
+        ("old chunk files byte-identical", lambda r: f"{c(r, 'chunks_same')} of {c(r, 'chunks_before')} "
+                                                     f"(changed {c(r, 'chunks_changed')}, gone {c(r, 'chunks_missing')})"),
+        ("run 1 records kept", lambda r: c(r, "old_records_kept", "{}")),
+        ("new chunk files (embedding, new time slices)",
+         lambda r: f"{c(r, 'chunks_new')} ({c(r, 'new_slice_chunks')})"),
+    ]
+    head = "| | " + " | ".join(r.name for r in results) + " |"
+    lines = [head, "|---" * (len(results) + 1) + "|"]
+    for label, fn in rows:
+        lines.append(f"| {label} | " + " | ".join(fn(r) for r in results) + " |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- report
 def machine() -> str:
     info = {}
@@ -583,6 +805,15 @@ def machine() -> str:
     return (f"{info.get('model name', platform.processor())} (CPU family {info.get('cpu family', '?')}, "
             f"model {info.get('model', '?')}), {os.cpu_count()} cores, flags: {fl}{mem}; "
             f"Python {platform.python_version()}")
+
+
+def remove_cube(out: Path) -> None:
+    """Remove a case's cube and its STAC item (this benchmark's own files under --workdir)."""
+    for p in (out, out.with_name(out.name + ".stac-item.json")):
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def _gb(b: int | None) -> str:
@@ -635,7 +866,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="poland-1,poland-8,europe-1",
-                    help="comma-separated <aoi>-<passes>, aoi in poland/europe, passes 1..8")
+                    help="comma-separated <aoi>-<passes>, aoi in poland/europe, passes 1..8; "
+                         "<aoi>-<n>+<m>: an append case (n passes, then n + m on the same --out)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/geomoe-bench-scale"),
                     help="catalog, VRTs and cubes (the cubes are removed after each case)")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
@@ -654,12 +886,15 @@ def main(argv: list[str] | None = None) -> int:
     import shapely.geometry as sg
     from shapely.ops import unary_union
 
-    cases = []
+    cases = []  # (name, aoi, passes, passes added by the rerun: 0 for a plain case)
     for c in args.cases.split(","):
-        m = re.fullmatch(r"(poland|europe)-(\d)", c.strip())
-        if not m or not 1 <= int(m.group(2)) <= MAX_PASSES:
-            ap.error(f"case {c!r}: expected <poland|europe>-<1..{MAX_PASSES}>")
-        cases.append((c.strip(), m.group(1), int(m.group(2))))
+        m = re.fullmatch(r"(poland|europe)-(\d)(?:\+(\d))?", c.strip())
+        extra = int(m.group(3) or 0) if m else 0
+        if not m or not 1 <= int(m.group(2)) <= MAX_PASSES or (m.group(3) and not 1 <= extra) \
+                or int(m.group(2)) + extra > MAX_PASSES:
+            ap.error(f"case {c!r}: expected <poland|europe>-<passes>[+<passes added>], "
+                     f"1..{MAX_PASSES} passes in all")
+        cases.append((c.strip(), m.group(1), int(m.group(2)), extra))
     if not Path(args.rustac).exists() and not shutil.which(args.rustac):
         ap.error(f"rustac not found at {args.rustac}: install the rustac Python package or pass --rustac")
     for p in (SHARED / TEMPLATE, SOURCE_SCENE):
@@ -696,44 +931,59 @@ def main(argv: list[str] | None = None) -> int:
     geoms = {k: unary_union(gpd.read_file(p).to_crs(4326).geometry.values) for k, p in AOIS.items()}
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    need = unary_union([geoms[a] for _, a, _ in cases])
+    need = unary_union([geoms[a] for _, a, _, _ in cases])
     land = unary_union(gpd.read_file(LAND).geometry.values)
     ndjson, n_items, n_scenes = build_catalog(args.workdir, need, land)
     say(f"catalog: {n_scenes} WRS-2-like scenes x {MAX_PASSES} passes = {n_items:,} items, "
         f"{n_scenes * len(SR_KEYS):,} VRTs, built in {time.time() - t0:.1f} s "
         f"({ndjson.stat().st_size / 1e6:.0f} MB ndjson)")
-    results = []
+    results: list[CaseResult] = []
+    appended: list[AppendResult] = []
     with serve(ndjson, args.rustac) as url:
         say(f"served by rustac serve at {url}")
-        for name, aoi_name, passes in cases:
-            end = FIRST_DAY + dt.timedelta(days=8 * passes)
-            when = f"{FIRST_DAY.isoformat()}T00:00:00Z/{end.isoformat()}T00:00:00Z"
-            out = args.workdir / f"cube-{name}.zarr"
-            for p in (out, out.with_name(out.name + ".stac-item.json")):
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+        for name, aoi_name, passes, extra in cases:
+            window = {k: f"{FIRST_DAY.isoformat()}T00:00:00Z/"
+                         f"{(FIRST_DAY + dt.timedelta(days=8 * k)).isoformat()}T00:00:00Z"
+                      for k in (passes, passes + extra)}
+            when = window[passes]
+            out = args.workdir / f"cube-{name.replace('+', '-plus-')}.zarr"
+            remove_cube(out)
             say(f"\n## {name}: --aoi {AOIS[aoi_name].relative_to(ROOT)} --datetime {when} "
-                f"(load average {os.getloadavg()[0]:.2f})")
-            r = run_case(name, AOIS[aoi_name], url, when, out, args)
-            say(f"stopped: {r.stopped}; wall {r.wall_s:.1f} s")
-            if r.missing:
-                say(f"markers missing (n/a below): {', '.join(r.missing)}")
-            if r.marks:
-                say("stages (duration, end since start): " + "; ".join(r.marks))
-            if r.first_chip_s is None and r.tail:
-                say("last CLI lines: " + " | ".join(r.tail))
-            if not args.no_worker:
-                r.worker = worker_probe(AOIS[aoi_name], url, when, out, args.worker_timeout)
-                say(f"worker start-up: {json.dumps(r.worker)}")
-            results.append(r)
-            if not args.keep_cubes:
-                shutil.rmtree(out, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    out.with_name(out.name + ".stac-item.json").unlink()
+                + (f"then {window[passes + extra]}, same --out " if extra else "")
+                + f"(load average {os.getloadavg()[0]:.2f})")
+            try:
+                if extra:
+                    a = run_append_case(name, AOIS[aoi_name], url, when, window[passes + extra], out, args, say)
+                    if a.error:
+                        say(f"append case incomplete: {a.error}")
+                    appended.append(a)
+                    results.append(a.first)
+                    when, r = window[passes + extra], a.second
+                else:
+                    r = run_case(name, AOIS[aoi_name], url, when, out, args)
+                    say(f"stopped: {r.stopped}; wall {r.wall_s:.1f} s")
+                    if r.missing:
+                        say(f"markers missing (n/a below): {', '.join(r.missing)}")
+                    if r.marks:
+                        say("stages (duration, end since start): " + "; ".join(r.marks))
+                    if r.first_chip_s is None and r.tail:
+                        say("last CLI lines: " + " | ".join(r.tail))
+                if r is not None:
+                    if not args.no_worker:
+                        r.worker = worker_probe(AOIS[aoi_name], url, when, out, args.worker_timeout)
+                        say(f"worker start-up: {json.dumps(r.worker)}")
+                    results.append(r)
+            except Exception as exc:  # one broken case must not lose the others' figures
+                say(f"case {name} failed: {type(exc).__name__}: {exc}")
+            finally:
+                if not args.keep_cubes:
+                    remove_cube(out)
     say("\n## Summary\n")
-    say(table(results))
+    if results:
+        say(table(results))
+    if appended:
+        say("\n## Append (a run on the first window, stopped; a rerun on the wider window, same --out)\n")
+        say(append_table(appended))
     say(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

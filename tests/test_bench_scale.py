@@ -72,3 +72,26 @@ def test_generated_items_search_plan_and_read(bench, tmp_path):
         assert ds.crs.to_epsg() == it.properties["proj:epsg"]
         h, w = ds.height // 2, ds.width // 2
         assert ds.read(1, window=((h, h + 40), (w, w + 40))).min() > 0
+
+
+def test_append_check_counts_changed_chunks_and_pending_pairs(bench):
+    """The append case's verdicts: a changed or removed old chunk file is counted, and the
+    (tile, day) pairs pending when run 2 started are those no earlier run recorded."""
+    g = {"T": 2, "days": ["2024-06-03", "2024-06-05"], "records": {1: 3}}
+    before = {"chunks": {"z/embedding/c/0/0/0/0": "a", "z/embedding/c/1/0/0/0": "b", "z/x/c/0": "c"},
+              "groups": {"z": g}, "runs": 1, "appends": []}
+    after = {"chunks": {"z/embedding/c/0/0/0/0": "a", "z/embedding/c/1/0/0/0": "B",
+                        "z/embedding/c/2/0/0/0": "d", "z/valid_fraction/c/2/0/0": "e"},
+             "groups": {"z": {"T": 4, "days": g["days"] + ["2024-06-11", "2024-06-13"],
+                              "records": {1: 3, 2: 2}}},
+             "runs": 2, "appends": [{"days_added": {"z": ["2024-06-11", "2024-06-13"]}}]}
+    pairs = {"z": {"tiles": 2, "plan_days": 4, "pairs": {"1:1": 3, "2:1": 1, "2:0": 1, "0:1": 2, "0:0": 1}}}
+    r = bench.AppendResult("t", bench.CaseResult("t run 1"), before=before, after=after, pairs=pairs).check()
+    assert (r["chunks_same"], r["chunks_changed"], r["chunks_missing"], r["chunks_new"]) == (1, 1, 1, 2)
+    assert r["new_slice_chunks"] == 1 and r["days_added"] == 2 and r["days_prefix"] and r["old_records_kept"]
+    assert (r["pending_start"], r["pending_start_scenes"], r["done_run2"], r["done_run2_scenes"]) == (5, 3, 2, 1)
+    assert (r["pending_end"], r["pairs"], r["T_before"], r["T_after"]) == (3, 8, 2, 4)
+    after["groups"]["z"]["records"] = {1: 2, 2: 3}  # a run-1 record overwritten
+    after["groups"]["z"]["days"] = ["2024-06-05", "2024-06-03"]
+    r = bench.AppendResult("t", bench.CaseResult("t run 1"), before=before, after=after).check()
+    assert not r["old_records_kept"] and not r["days_prefix"] and "pending_start" not in r
