@@ -18,13 +18,9 @@ are imported on first use, so ``import geomoe`` itself does not load torch.
 
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-try:
-    __version__ = version("geomoe")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+unknown"
+from geomoe.version import __version__  # noqa: E402,F401
 
 #: libgomp's spin count geomoe starts torch with (see :func:`_short_openmp_spins`).
 OPENMP_SPINCOUNT = "1000"

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "geomoe"
 #: top-level module or subpackage -> layer; a module imports only from lower layers
 LAYERS = {
     "errors": -1,
-    "atomic": 0, "options": 0, "resources": 0, "device": 0, "testing": 0,
+    "atomic": 0, "options": 0, "version": 0, "resources": 0, "device": 0, "testing": 0,
     "stac": 1,
     "chips": 2,
     "model": 3,

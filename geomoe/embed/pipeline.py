@@ -29,7 +29,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-import geomoe
 from geomoe.cube.store import Cube, CubeDiskFullError, check_writable, ensure_writable, tile_bytes
 from geomoe.device import autocast, infer_bf16, resolve_device
 from geomoe.embed.speed import choose_speed, resolved
@@ -41,6 +40,7 @@ from geomoe.embed.lock import store_lock
 from geomoe.model.checkpoint import resolve_checkpoint
 from geomoe.model.config import POOLINGS
 from geomoe.cube.layout import CubeTile, GridSpec, Spec, plan_fingerprint
+from geomoe.version import __version__
 
 
 # ---------------------------------------------------------------- per-process caches
@@ -247,7 +247,7 @@ def prepare(req: EmbedRequest, planned: tuple | None = None) -> Prepared:
     sha, cfg, dim = info["sha256"], info["config"], info["embed_dim"]
     attrs = {
         "title": "geomoe embedding cube",
-        "geomoe:version": geomoe.__version__,
+        "geomoe:version": __version__,
         # the checkpoint by file name and content hash: a path would only hold on this machine
         "geomoe:model": {"size": cfg.get("size"), "config": cfg, "checkpoint": ckpt.name,
                          "checkpoint_sha256": sha, "pooling": req.pooling},
@@ -635,7 +635,7 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
     req = resolved(req, speed)  # "auto" no more: every later step runs what was chosen
     precision_used = speed.precision
     info = {"device": str(dev), "precision": precision_used, "speed": speed.label(),
-            "geomoe_version": geomoe.__version__,
+            "geomoe_version": __version__,
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     with cube_run(req, planned, info) as (prep, run):
         cube = prep.cube

@@ -93,7 +93,7 @@ def random_folds(y: np.ndarray, multilabel: bool, n_folds: int, seed: int) -> tu
     """Fold id per chip: stratified (iteratively for multi-label); k capped by the rarest class."""
     from sklearn.model_selection import StratifiedKFold
 
-    from geomoe.evaluate.probe import iterative_stratified_folds
+    from geomoe.evaluate.probe_common import iterative_stratified_folds
 
     if multilabel:
         k = max(2, min(n_folds, len(y) // 2))
@@ -287,7 +287,7 @@ def probe_cube(cube: str | Path, labels: str | Path, label_column: str, report: 
         ``folds``), ``prediction_map`` and ``summary``.
     """
     from geomoe.cube.reader import open_cube
-    from geomoe.evaluate.probe import REPORT_KIND, _single_threaded, check_report_paths
+    from geomoe.evaluate.probe_common import REPORT_KIND, check_report_paths, single_threaded
 
     require_extra("sklearn", "probe", "the linear probe (geomoe probe)")
     report = Path(report)
@@ -309,7 +309,7 @@ def probe_cube(cube: str | Path, labels: str | Path, label_column: str, report: 
     folds_r, k_r = random_folds(chips.y, chips.multilabel, n_folds, seed)
     blocks = spatial_blocks(chips, block_size)
     folds_s, k_s = spatial_folds(blocks, n_folds, seed)
-    cv = _single_threaded(cross_validate)
+    cv = single_threaded(cross_validate)
     cv_random, oof_r = cv(chips, folds_r, k_r)
     if k_s >= 2:
         cv_spatial, oof_s = cv(chips, folds_s, k_s)
@@ -323,7 +323,7 @@ def probe_cube(cube: str | Path, labels: str | Path, label_column: str, report: 
     cv_random["stratification"] = ("iterative multi-label stratification" if chips.multilabel
                                    else "stratified k-fold")
 
-    probe = _single_threaded(lambda: LinearProbe(n_classes, chips.multilabel).fit(chips.x, chips.y))()
+    probe = single_threaded(lambda: LinearProbe(n_classes, chips.multilabel).fit(chips.x, chips.y))()
     model = view.attrs.get("geomoe:model", {})
     attrs = {"classes": chips.classes, "task": TASKS[chips.multilabel], "time": time or "all dates",
              "source_cube": str(Path(cube).resolve()),

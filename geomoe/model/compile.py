@@ -13,19 +13,20 @@ import functools
 import logging
 import warnings
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 
-if TYPE_CHECKING:  # annotations only: mae imports this module, so no import back at run time
-    from geomoe.model.mae import MoEMAE
+#: what these functions take: a geomoe.model.mae.MoEMAE, named only in words so that this module
+#: imports nothing back from mae (mae imports this one)
+_MoEMAE = torch.nn.Module
 
 log = logging.getLogger(__name__)
 #: set once compiling with :func:`cpu_exp_u20` failed in this process (the default exp is used then)
 _exp_u20_failed = False
 
 
-def compile_for_inference(model: MoEMAE, *, fp32: bool = False) -> MoEMAE:
+def compile_for_inference(model: _MoEMAE, *, fp32: bool = False) -> _MoEMAE:
     """Compile ``model``'s per-chunk encoder for eval; returns the same model (in eval mode).
 
     The compiled graph is used under autocast (bf16), where it is clearly faster than eager on
@@ -49,21 +50,21 @@ def compile_for_inference(model: MoEMAE, *, fp32: bool = False) -> MoEMAE:
     return model
 
 
-def _static_encode(model: MoEMAE):
+def _static_encode(model: _MoEMAE):
     def encode(images, meta):
         return model._encode(images, meta, None)
 
     return encode
 
 
-def uncompile(model: MoEMAE) -> MoEMAE:
+def uncompile(model: _MoEMAE) -> _MoEMAE:
     """Back to the default eager path (encoder and masked-autoencoder pass)."""
     model._compiled_encode = None
     model._compiled_mae = None
     return model
 
 
-def use_compiled(model: MoEMAE, images) -> bool:
+def use_compiled(model: _MoEMAE, images) -> bool:
     """Whether this eval chunk goes through the compiled graph.
 
     One batch shape per model, so that a stream of batches never recompiles: on CPU the
@@ -81,7 +82,7 @@ def use_compiled(model: MoEMAE, images) -> bool:
     return n == model._compiled_batch
 
 
-def run_compiled(model: MoEMAE, images, meta):
+def run_compiled(model: _MoEMAE, images, meta):
     """Call the compiled encoder; on any compile/run failure warn once and fall back to eager."""
     # static shapes, no host sync: what inductor fuses best. Attention: on CPU the explicit
     # matmul-softmax fuses better; on CUDA the flash SDPA kernel is faster (H100, bf16).
@@ -105,7 +106,7 @@ def run_compiled(model: MoEMAE, images, meta):
     return model._encode(images, meta, None)
 
 
-def compile_for_training(model: MoEMAE) -> MoEMAE:
+def compile_for_training(model: _MoEMAE) -> _MoEMAE:
     """Compile ``model``'s masked-autoencoder pass (:meth:`MoEMAE.forward_mae`) and its backward.
 
     Why opt-in: compiling takes minutes at the first step (less with inductor's cache warm) and
@@ -122,7 +123,7 @@ def compile_for_training(model: MoEMAE) -> MoEMAE:
     return model
 
 
-def use_compiled_mae(model: MoEMAE, images) -> bool:
+def use_compiled_mae(model: _MoEMAE, images) -> bool:
     """Whether this masked-autoencoder pass goes through the compiled graph (training mode, one batch size)."""
     if model._compiled_mae is None or not model.training:
         return False
@@ -131,7 +132,7 @@ def use_compiled_mae(model: MoEMAE, images) -> bool:
     return images.shape[0] == model._compiled_mae_batch
 
 
-def run_compiled_mae(model: MoEMAE, images, meta, ids_keep):
+def run_compiled_mae(model: _MoEMAE, images, meta, ids_keep):
     """Call the compiled masked-autoencoder pass; on a compile/run failure warn and run eager."""
     import torch._inductor.config as inductor_config
 

@@ -11,12 +11,12 @@ import pytest
 
 from geomoe.cli import main
 from geomoe.evaluate.labels import BEN19_CLASSES
+from geomoe.evaluate.probe_common import iterative_stratified_folds
 from geomoe.evaluate.probe import (
     CheckpointSizeError,
     LabelsMissingError,
     cv_multilabel,
     embed_data,
-    iterative_stratified_folds,
     load_bigearthnet,
     load_folder_dataset,
     load_labelled_items,

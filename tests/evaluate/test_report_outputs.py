@@ -14,13 +14,8 @@ from pathlib import Path
 import pytest
 
 from geomoe.cli import main
-from geomoe.evaluate.probe import (
-    ProbeFoldsWarning,
-    ReportExistsError,
-    check_report_paths,
-    run_probe,
-    write_folder_dataset,
-)
+from geomoe.evaluate.probe import ProbeFoldsWarning, run_probe, write_folder_dataset
+from geomoe.evaluate.probe_common import ReportExistsError, check_report_paths
 
 from .conftest import REPO, single_label_patches
 
