@@ -767,10 +767,6 @@ class Cube:
         days = {self.days[tile.group][t] for t in times}
         return {i for i in spec.tile_item_ids(tile) if str(spec.item_day[i]) in days}
 
-    def pending_chips(self, tiles: list[CubeTile]) -> int:
-        """Planned chips of ``tiles`` still to embed (see :meth:`pending_chips_by_tile`)."""
-        return int(round(sum(self.pending_chips_by_tile(tiles).values())))
-
     def pending_chips_by_tile(self, tiles: list[CubeTile]) -> dict[CubeTile, float]:
         """Each tile's planned chips still to embed, for progress: a grid tile's count times
         the share of its solar days (those its items are on) not yet done; each group's records

@@ -642,11 +642,9 @@ def embed_region(aoi: Any, catalog: str | None = None, datetime: str | None = No
         tiles = cube.tiles()
         pending = cube.pending_tiles()
         total = sum(cube.specs[t.group].n_planned(t) for t in tiles)
-        # a tile may lack only some solar days (appended, or a resumed run): its share of them
-        already = total - cube.pending_chips(pending)
         model = get_model(prep.checkpoint, prep.sha256, dev, compile=req.compile, precision=req.precision)
         dim = int(model.embed_dim)
-        counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, already, prefetch, t0)
+        counts = _pipeline(prep, pending, model, dev, run, dim, progress, total, prefetch, t0)
         total = counts["total"]  # exact for every tile this run planned
         from geomoe.cube.stac_item import write_cube_item
 
@@ -779,7 +777,7 @@ def _size(n: float) -> str:
 
 
 def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim: int, progress,
-              total: int, already: int, prefetch: int, t0: float) -> dict:
+              total: int, prefetch: int, t0: float) -> dict:
     batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     writes: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
@@ -787,6 +785,9 @@ def _pipeline(prep: Prepared, pending: list[CubeTile], model, dev, run: int, dim
     # what the total counts for each tile's pending work until the tile is read: an estimate
     # where its chips are not yet enumerated, or where only some of its days are pending
     estimate = prep.cube.pending_chips_by_tile(pending)
+    # done from the start: the finished tiles, and the finished days of a tile that lacks only
+    # some (an appended or resumed run)
+    already = total - int(round(sum(estimate.values())))
     n_estimated = sum(not s.is_exact(t) for s in prep.specs.values() for t in s.tiles())
     stop = threading.Event()
     bs = int(prep.request.batch_size)

@@ -246,9 +246,10 @@ def embed_region_flow(**params: Any) -> dict:
         tiles = cube.tiles()
         pending = cube.pending_tiles()
         planned = sum(cube.specs[t.group].n_planned(t) for t in tiles)
-        already = planned - cube.pending_chips(pending)  # appended runs: finished days count as done
-        # what the total counts for each tile's pending work until the tile reports exact counts
+        # what the total counts for each tile's pending work until the tile reports exact counts;
+        # the rest is done already (finished tiles, and finished days of appended tiles)
         estimate = {str(t): v for t, v in cube.pending_chips_by_tile(pending).items()}
+        already = planned - int(round(sum(estimate.values())))
         estimated = {str(t) for t in pending if not cube.specs[t.group].is_exact(t)}
         n_est = sum(not s.is_exact(t) for s in cube.specs.values() for t in s.tiles())
         log.info("cube %s: %s%d chips planned in %d tile(s), %d pending (run %d)",
