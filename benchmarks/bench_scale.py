@@ -574,6 +574,20 @@ WORKER_PROBE = textwrap.dedent("""
 """)
 
 
+def run_probe(script: str, arg: dict, timeout: float, what: str, *, check_rc: bool = True) -> dict:
+    """Run a probe script in a fresh process; its last JSON line, or {"error": ...}
+    (``check_rc=False``: a JSON line counts even if the process then failed)."""
+    try:
+        p = subprocess.run([sys.executable, "-c", script, json.dumps(arg)], capture_output=True,
+                           text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"{what} still running after {timeout:.0f} s (killed)"}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if (check_rc and p.returncode) or not lines:
+        return {"error": f"{what} failed (rc {p.returncode}): {p.stderr.strip()[-400:]}"}
+    return json.loads(lines[-1])
+
+
 def worker_probe(aoi: Path, url: str, datetime: str, out: Path, timeout: float) -> dict:
     """Start-up of a tile task on ``out`` in a fresh process (see the module docstring)."""
     if not (out / "zarr.json").exists() and not (out / ".zgroup").exists():
@@ -581,16 +595,9 @@ def worker_probe(aoi: Path, url: str, datetime: str, out: Path, timeout: float) 
     a = {"aoi": str(aoi), "catalog": url, "datetime": datetime, "out": str(out.resolve()),
          "device": "cpu", "precision": "fp32"}
     t0 = time.time()
-    try:
-        p = subprocess.run([sys.executable, "-c", WORKER_PROBE, json.dumps(a)], capture_output=True,
-                           text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"worker start-up still running after {timeout:.0f} s (killed)"}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        return {"error": f"worker probe failed (rc {p.returncode}): {p.stderr.strip()[-400:]}"}
-    r = json.loads(lines[-1])
-    r["wall_s"] = time.time() - t0
+    r = run_probe(WORKER_PROBE, a, timeout, "worker start-up probe", check_rc=False)
+    if "error" not in r:
+        r["wall_s"] = time.time() - t0
     return r
 
 
@@ -651,15 +658,7 @@ def pairs_probe(aoi: Path, url: str, datetime: str, out: Path, run: int, timeout
     """{group: {tiles, plan_days, pairs: {"<run or 0>:<has scenes 0/1>": n}}} (see PAIRS_PROBE)."""
     a = {"request": {"aoi": str(aoi), "catalog": url, "datetime": datetime, "out": str(out.resolve()),
                      "device": "cpu", "precision": "fp32"}, "run": run}
-    try:
-        p = subprocess.run([sys.executable, "-c", PAIRS_PROBE, json.dumps(a)], capture_output=True,
-                           text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"pairs probe still running after {timeout:.0f} s (killed)"}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode or not lines:
-        return {"error": f"pairs probe failed (rc {p.returncode}): {p.stderr.strip()[-400:]}"}
-    return json.loads(lines[-1])
+    return run_probe(PAIRS_PROBE, a, timeout, "pairs probe")
 
 
 @dataclass
