@@ -27,7 +27,7 @@ import xarray as xr
 
 from geomoe.chips.grid import CHIP_METERS
 from geomoe.errors import GeomoeError, OutputExistsError
-from geomoe.atomic import publish
+from geomoe.atomic import publish, read_json_object
 
 #: Chips read per block when streaming over a group (rows of the grid x columns, or table rows).
 BLOCK_CHIPS = 65_536
@@ -185,11 +185,10 @@ OUTPUT_KEY = "geomoe:analysis"
 
 
 def output_kind(path: Path) -> str | None:
-    """The kind of geomoe analysis output a Zarr store at ``path`` is, None if not one."""
-    try:
-        attrs = json.loads((path / ".zattrs").read_text())
-    except (OSError, ValueError):
-        return None
+    """The kind of geomoe analysis output a Zarr store at ``path`` is (format 2 or 3), None if
+    not one."""
+    v3 = read_json_object(path / "zarr.json")
+    attrs = (v3.get("attributes") if v3 is not None else read_json_object(path / ".zattrs")) or {}
     kind = attrs.get(OUTPUT_KEY) if isinstance(attrs, dict) else None
     return kind if isinstance(kind, str) else None
 

@@ -32,10 +32,12 @@ from geomoe.evaluate.cubechips import (ChipBlock, ItemLookup, PointError, undask
                                        group_epsg, is_grid, locate)
 from geomoe.evaluate.geoparquet import (ChipParquetWriter, OutputExistsError, check_output,
                                         chip_schema, is_geomoe_parquet)
+from geomoe.evaluate.cube_access import OUTPUT_KEY, output_kind
 from geomoe.evaluate.simindex import SimIndex, open_index, scan
 
 Point = tuple[float, float]
-MAP_MARK = "geomoe:similarity_map"
+#: what the similarity map's root says it is (geomoe.evaluate.cube_access.OUTPUT_KEY)
+MAP_KIND = "similarity-map"
 
 
 def parse_point(text: str) -> Point:
@@ -158,18 +160,11 @@ def check_outputs(out: Path, *, overwrite: bool) -> None:
         if p.exists() and not ours:
             raise OutputExistsError(f"{p} exists and geomoe did not write it beside a similarity "
                                     f"result {out}; it is never replaced: choose another --out")
-    if zmap.exists() and not _is_our_map(zmap):
+    if zmap.exists() and output_kind(zmap) != MAP_KIND:
         raise OutputExistsError(f"{zmap} exists and is not a geomoe similarity map; it is never "
                                 "replaced: choose another --out")
     if not out.parent.is_dir():
         raise GeomoeError(f"--out {out}: folder {out.parent} does not exist; create it first")
-
-
-def _is_our_map(path: Path) -> bool:
-    from geomoe.atomic import read_json_object
-
-    doc = read_json_object(path / "zarr.json") if path.is_dir() else None
-    return bool(doc and (doc.get("attributes") or {}).get(MAP_MARK))
 
 
 def _top_block(cube: CubeView, loc: np.ndarray, items: ItemLookup) -> ChipBlock:
@@ -319,7 +314,7 @@ def _write_map(path: Path, cube: CubeView, index: SimIndex, scores: np.ndarray, 
                         arrays[g].vindex[loc[m, 2]] = sc[m]
                         shown[g][loc[m, 2]] = sc[m]
         root = zarr.open_group(str(tmp), mode="r+")
-        root.attrs.update({MAP_MARK: 1, "groups": list(cube.groups), **info})
+        root.attrs.update({OUTPUT_KEY: MAP_KIND, "groups": list(cube.groups), **info})
         import warnings
 
         with warnings.catch_warnings():  # "not part of the Zarr format 3 specification" (yet)
