@@ -149,10 +149,9 @@ class Prepared:
 
     def items_for(self, ids: list[str]) -> list:
         """pystac Items of these ids (a worker loads only these from the cube's item table)."""
-        get = getattr(self.items, "get", None)
-        if get is not None and not isinstance(self.items, dict):
-            return get(ids)
-        return [self.items[i] for i in ids]
+        if isinstance(self.items, dict):
+            return [self.items[i] for i in ids]
+        return self.items.get(ids)  # an ItemTable: one read for all of them
 
 
 def _search(req: EmbedRequest):
